@@ -1,0 +1,263 @@
+// Package cluster starts real herd nodes inside the test process, on
+// loopback with ephemeral ports: the in-process harness every multi-node
+// test builds on (after nomad's TestServer).
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/herd-io/herd/mesh"
+	"github.com/herd-io/herd/node"
+	"github.com/herd-io/herd/node/api"
+)
+
+// Options shape an in-process cluster.
+type Options struct {
+	// IDCs spreads nodes round-robin over dc1..dcK. Default 1.
+	IDCs int
+	// Configure adjusts node i's config before it starts.
+	Configure func(i int, cfg *node.Config)
+	// Verbose sends agent logs to the test log instead of discarding them.
+	Verbose bool
+}
+
+// Cluster is a set of running in-process nodes.
+type Cluster struct {
+	t      testing.TB
+	opts   Options
+	Token  string
+	Key    []byte
+	Agents []*node.Agent
+
+	mu      sync.Mutex
+	stopped map[int]bool
+}
+
+// New starts n nodes and waits until every node sees its whole IDC alive.
+// Everything stops in t.Cleanup.
+func New(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	if opts.IDCs == 0 {
+		opts.IDCs = 1
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, opts: opts, Token: hex.EncodeToString(tok), Key: key, stopped: map[int]bool{}}
+	t.Cleanup(c.stopAll)
+	for i := 0; i < n; i++ {
+		c.StartNode()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+time.Duration(n)*100*time.Millisecond)
+	defer cancel()
+	if err := c.WaitConverged(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// FastGossip tunes memberlist for loopback tests: failures are detected in
+// about a second instead of LAN's several.
+func FastGossip(mc *mesh.Config) {
+	prev := mc.Memberlist
+	mc.HealthInterval = 500 * time.Millisecond
+	mc.Memberlist = func(m *memberlist.Config) {
+		if prev != nil {
+			prev(m)
+		}
+		m.ProbeInterval = 200 * time.Millisecond
+		m.ProbeTimeout = 100 * time.Millisecond
+		m.SuspicionMult = 2
+		m.GossipInterval = 50 * time.Millisecond
+		m.PushPullInterval = 2 * time.Second
+		m.TCPTimeout = 2 * time.Second
+	}
+}
+
+// StartNode starts one more node; it joins the first node of its IDC.
+func (c *Cluster) StartNode() *node.Agent {
+	c.t.Helper()
+	i := len(c.Agents)
+	cfg := node.DefaultConfig()
+	cfg.Name = fmt.Sprintf("node%d", i+1)
+	cfg.IDC = fmt.Sprintf("dc%d", i%c.opts.IDCs+1)
+	cfg.DataDir = filepath.Join(c.t.TempDir(), cfg.Name)
+	cfg.Bind = "127.0.0.1:0"
+	cfg.P2P = "127.0.0.1:0"
+	cfg.API = "127.0.0.1:0"
+	cfg.EncryptKey = c.Key
+	cfg.APIToken = c.Token
+	cfg.ControlSize = 1
+	cfg.HealthInterval = 500 * time.Millisecond
+	cfg.Labels = map[string]string{"slot": fmt.Sprint(i + 1)}
+	cfg.TuneMesh = FastGossip
+	if first := c.firstOf(cfg.IDC); first != nil {
+		cfg.Join = []string{first.GossipAddr()}
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, cfg)
+	}
+	var out io.Writer = io.Discard
+	if c.opts.Verbose {
+		out = testWriter{c.t}
+	}
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := node.New(cfg, logger)
+	if err != nil {
+		c.t.Fatalf("node %s: %v", cfg.Name, err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		c.t.Fatalf("node %s: %v", cfg.Name, err)
+	}
+	c.Agents = append(c.Agents, a)
+	return a
+}
+
+func (c *Cluster) firstOf(idc string) *node.Agent {
+	for i, a := range c.Agents {
+		if a.IDC() == idc && !c.isStopped(i) {
+			return a
+		}
+	}
+	return nil
+}
+
+// Client returns an API client for node i.
+func (c *Cluster) Client(i int) *api.Client {
+	cl, err := api.NewClient(c.Agents[i].APIAddr(), c.Token)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// Kill stops node i without a leave, as a crash would.
+func (c *Cluster) Kill(i int) {
+	c.markStopped(i)
+	if err := c.Agents[i].Kill(); err != nil {
+		c.t.Logf("kill node %d: %v", i, err)
+	}
+}
+
+// Leave stops node i gracefully.
+func (c *Cluster) Leave(i int) {
+	c.markStopped(i)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Agents[i].Leave(ctx); err != nil {
+		c.t.Logf("leave node %d: %v", i, err)
+	}
+}
+
+// WaitConverged waits until every running node sees every running node of
+// its IDC alive.
+func (c *Cluster) WaitConverged(ctx context.Context) error {
+	return WaitFor(ctx, 20*time.Millisecond, func() error {
+		want := map[string]int{}
+		for i, a := range c.Agents {
+			if !c.isStopped(i) {
+				want[a.IDC()]++
+			}
+		}
+		for i, a := range c.Agents {
+			if c.isStopped(i) {
+				continue
+			}
+			alive := 0
+			for _, m := range a.Mesh().Members() {
+				if m.Status == mesh.StatusAlive {
+					alive++
+				}
+			}
+			if alive != want[a.IDC()] {
+				return fmt.Errorf("%s sees %d alive, want %d", a.Name(), alive, want[a.IDC()])
+			}
+		}
+		return nil
+	})
+}
+
+// WaitFor polls cond every interval until it returns nil or ctx ends, and
+// then returns cond's last error: conditions with deadlines, never sleeps.
+func WaitFor(ctx context.Context, interval time.Duration, cond func() error) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("condition not met before deadline: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) isStopped(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped[i]
+}
+
+func (c *Cluster) markStopped(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped[i] = true
+}
+
+func (c *Cluster) stopAll() {
+	var wg sync.WaitGroup
+	for i, a := range c.Agents {
+		if c.isStopped(i) {
+			continue
+		}
+		c.markStopped(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = a.Kill()
+		}()
+	}
+	wg.Wait()
+}
+
+// testWriter sends log lines to the test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// Binary returns the path of a herd binary for process-level tests: $HERD_BIN
+// when set (make test builds one), else one built once per test process.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("HERD_BIN"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() { builtPath, buildErr = build() })
+	if buildErr != nil {
+		t.Fatalf("building herd: %v", buildErr)
+	}
+	return builtPath
+}

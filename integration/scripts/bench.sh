@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# make bench: runs herd's benchmarks and writes one report under
+# integration/reports/ (the figures quoted in closing notes come from there).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p integration/reports
+report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
+{
+  echo "# herd benchmarks — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3)"
+  echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+  echo
+  echo "## mesh convergence (in-process; 100/500 on loopback sockets, 1000 on memberlist MockNetwork)"
+  go test ./integration -run '^$' -bench 'BenchmarkMeshConvergence' -benchtime 1x -timeout 30m
+  echo
+  echo "## failure detection, 20 netns hosts, shipped LAN timings (target <= 6 s, no false positives)"
+  go test ./integration -run '^$' -bench 'BenchmarkFailureDetectionNetns' -benchtime 5x -timeout 20m
+  echo
+  echo "## idle agent over ${HERD_IDLE_SECONDS:-60}s (target <= 40 MB RSS, < 1% of a core)"
+  go test ./integration -run '^$' -bench 'BenchmarkIdleAgent' -benchtime 1x -timeout 10m
+  echo
+  echo "## package micro-benchmarks"
+  go test ./mesh/... -run '^$' -bench . -benchmem -timeout 10m
+} 2>&1 | tee "$report"
+echo "report: $report"

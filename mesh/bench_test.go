@@ -1,0 +1,177 @@
+package mesh
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// mockCluster starts n meshes on an in-process memberlist.MockNetwork,
+// through the Config.Memberlist hook, with memberlist's default LAN timings
+// unless tune changes them.
+//
+// Two MockNetwork traps, both handled here:
+//   - NewTransport writes plain maps that every send reads, so all
+//     transports are created before any node starts.
+//   - Sends are unbuffered channel sends into the peer's transport, and
+//     memberlist answers pings from its receive loop. Two nodes pinging each
+//     other at once block in each other's receive loop for good, and the
+//     stall spreads until the pool freezes (about 100 nodes suffice). A
+//     node that has shut down stops receiving, so every later send to it
+//     blocks too. lossyTransport fixes both by draining each node's inbox
+//     into a buffer that drops on overflow, as a UDP socket does.
+func mockCluster(tb testing.TB, n int, tune func(*memberlist.Config)) []*Mesh {
+	tb.Helper()
+	network := &memberlist.MockNetwork{}
+	stop := make(chan struct{})
+	transports := make([]*lossyTransport, n)
+	for i := range transports {
+		transports[i] = newLossyTransport(network.NewTransport(fmt.Sprintf("node%d", i)), stop)
+	}
+	nodes := make([]*Mesh, 0, n)
+	tb.Cleanup(func() {
+		for _, m := range nodes {
+			_ = m.Shutdown()
+		}
+		close(stop)
+	})
+	for i := range n {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("node%d", i)
+		cfg.IDC = "dc1"
+		cfg.SecretKey = testKey
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.Meta = Meta{ID: "peer-" + cfg.Name}
+		tr := transports[i]
+		cfg.Memberlist = func(c *memberlist.Config) {
+			c.Transport = tr
+			if tune != nil {
+				tune(c)
+			}
+		}
+		m, err := New(cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nodes = append(nodes, m)
+	}
+	return nodes
+}
+
+// lossyTransport wraps a MockTransport so that receiving never blocks the
+// sender: packets go into a bounded inbox and are dropped when it is full
+// or the node has shut down; streams to a shut-down node are refused.
+type lossyTransport struct {
+	*memberlist.MockTransport
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	closed  atomic.Bool
+}
+
+func newLossyTransport(mt *memberlist.MockTransport, stop <-chan struct{}) *lossyTransport {
+	t := &lossyTransport{
+		MockTransport: mt,
+		packets:       make(chan *memberlist.Packet, 1024),
+		streams:       make(chan net.Conn, 64),
+	}
+	go func() { // owned by the network: stops when stop closes
+		for {
+			select {
+			case p := <-mt.PacketCh():
+				if t.closed.Load() {
+					continue
+				}
+				select {
+				case t.packets <- p:
+				default: // a full socket buffer drops
+				}
+			case c := <-mt.StreamCh():
+				if t.closed.Load() {
+					_ = c.Close()
+					continue
+				}
+				select {
+				case t.streams <- c:
+				default:
+					_ = c.Close()
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return t
+}
+
+func (t *lossyTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+func (t *lossyTransport) StreamCh() <-chan net.Conn           { return t.streams }
+func (t *lossyTransport) Shutdown() error                     { t.closed.Store(true); return nil }
+
+// joinAll joins every node to node0 and returns how long it took until
+// every node saw all of them alive.
+func joinAll(tb testing.TB, nodes []*Mesh, timeout time.Duration) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	seed := nodes[0].LocalAddr()
+	for _, m := range nodes[1:] {
+		if _, err := m.Join([]string{seed}); err != nil {
+			tb.Fatalf("join %s: %v", m.cfg.Name, err)
+		}
+	}
+	deadline := start.Add(timeout)
+	for {
+		lagging := ""
+		for _, m := range nodes {
+			if got := m.table.numLive(); got != len(nodes) {
+				lagging = fmt.Sprintf("%s sees %d of %d alive", m.cfg.Name, got, len(nodes))
+				break
+			}
+		}
+		if lagging == "" {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no convergence after %s: %s", timeout, lagging)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// BenchmarkConverge100 measures how long 100 in-process nodes on a
+// MockNetwork, joining one seed, take until every node sees all 100 alive.
+func BenchmarkConverge100(b *testing.B) {
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		nodes := mockCluster(b, 100, nil)
+		total += joinAll(b, nodes, time.Minute)
+		b.StopTimer()
+		for _, m := range nodes {
+			_ = m.Shutdown()
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/converge")
+}
+
+// TestMockNetworkCluster keeps the benchmark's path working in every test
+// run: the hook installs a MockNetwork transport, and labels spread.
+func TestMockNetworkCluster(t *testing.T) {
+	nodes := mockCluster(t, 20, fastTimings)
+	joinAll(t, nodes, 20*time.Second)
+	if err := nodes[7].SetLabels(map[string]string{"role": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		for _, m := range nodes {
+			if mem, _ := m.Member("node7"); mem.Labels["role"] != "x" {
+				return false, m.cfg.Name + " has not seen node7's label"
+			}
+		}
+		return true, ""
+	})
+}

@@ -1,0 +1,116 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/herd-io/herd/mesh/p2p"
+	"github.com/herd-io/herd/node/api"
+)
+
+// maxForwardBody bounds a relayed request body; large uploads never travel
+// this way.
+const maxForwardBody = 1 << 20
+
+// forwardTimeout bounds one relayed request.
+const forwardTimeout = 30 * time.Second
+
+// registerStreams installs the node-stream handlers this node serves.
+func (a *Agent) registerStreams() {
+	p2p.HandleJSON(a.host, protoAPI, a.serveForwarded)
+}
+
+// forwardHTTP relays r to the named member and copies its answer back.
+func (s *apiServer) forwardHTTP(w http.ResponseWriter, r *http.Request, name string) {
+	m, err := s.agent.aliveMember(name)
+	if err != nil {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, err.Error())
+		return
+	}
+	pid, err := p2p.ParsePeerID(m.Meta.ID)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Sprintf("member %s: %v", name, err))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "reading body: "+err.Error())
+		return
+	}
+	if len(body) > maxForwardBody {
+		writeError(w, http.StatusRequestEntityTooLarge, api.CodeBadRequest,
+			fmt.Sprintf("a forwarded request body may be at most %d bytes", maxForwardBody))
+		return
+	}
+	q := r.URL.Query()
+	q.Del("on") // the target serves it itself: no second hop
+	ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout)
+	defer cancel()
+	resp, err := p2p.CallJSON[forwardRequest, forwardResponse](ctx, s.agent.host, pid, m.Meta.P2P, protoAPI,
+		forwardRequest{Method: r.Method, Path: r.URL.Path, Query: q.Encode(), Body: body})
+	if err != nil {
+		writeError(w, http.StatusBadGateway, api.CodeUnavailable, fmt.Sprintf("forwarding to %s: %v", name, err))
+		return
+	}
+	if resp.ContentType != "" {
+		w.Header().Set("Content-Type", resp.ContentType)
+	}
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+// serveForwarded runs a relayed request through this node's own API
+// handlers. The stream is authenticated and the gater admits only mesh
+// members, so the entry node's token check stands.
+func (a *Agent) serveForwarded(ctx context.Context, from peer.ID, req forwardRequest) (forwardResponse, error) {
+	if req.Method != http.MethodGet {
+		return forwardResponse{}, p2p.Errorf(p2p.CodeBadRequest, "method %s cannot be forwarded", req.Method)
+	}
+	u := &url.URL{Path: req.Path, RawQuery: req.Query}
+	hr, err := http.NewRequestWithContext(context.WithValue(ctx, forwardedKey{}, from), req.Method, u.String(), bytes.NewReader(req.Body))
+	if err != nil {
+		return forwardResponse{}, p2p.Errorf(p2p.CodeBadRequest, "bad forwarded request: %v", err)
+	}
+	rec := &responseRecorder{header: http.Header{}, status: http.StatusOK}
+	a.api.mux.ServeHTTP(rec, hr)
+	if rec.body.Len() > maxForwardResponse {
+		return forwardResponse{}, p2p.Errorf(p2p.CodeTooLarge, "answer of %d bytes is too large to forward", rec.body.Len())
+	}
+	return forwardResponse{Status: rec.status, ContentType: rec.header.Get("Content-Type"), Body: rec.body.Bytes()}, nil
+}
+
+// maxForwardResponse keeps a relayed answer under the stream message limit
+// with room for the JSON envelope (base64 grows bodies by a third).
+const maxForwardResponse = 2 << 20
+
+// responseRecorder is the minimal http.ResponseWriter serveForwarded needs.
+type responseRecorder struct {
+	header http.Header
+	status int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (r *responseRecorder) Header() http.Header { return r.header }
+
+func (r *responseRecorder) WriteHeader(status int) {
+	if !r.wrote {
+		r.status, r.wrote = status, true
+	}
+}
+
+func (r *responseRecorder) Write(p []byte) (int, error) {
+	r.wrote = true
+	if r.body.Len()+len(p) > maxForwardResponse+1 {
+		return 0, errors.New("forwarded answer too large")
+	}
+	return r.body.Write(p)
+}
