@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -130,14 +131,40 @@ type globals struct {
 	Timeout   time.Duration
 }
 
+// readGlobals resolves the global flags. Operators type them before or
+// after the verb (`herd --json members`, `herd members --json`), so API
+// commands carry local copies without defaults (commonFlags); a value set
+// on the command wins, otherwise the root's value (flag, env or default).
 func readGlobals(c *ucli.Context) globals {
-	return globals{
-		Node:      c.String(flagNode),
-		Token:     c.String(flagToken),
-		TokenFile: c.String(flagTokenF),
-		JSON:      c.Bool(flagJSON),
-		Timeout:   c.Duration(flagTimeout),
+	at := func(name string) *ucli.Context {
+		lineage := c.Lineage()
+		for _, lc := range lineage {
+			if slices.Contains(lc.LocalFlagNames(), name) {
+				return lc
+			}
+		}
+		return lineage[len(lineage)-1]
 	}
+	return globals{
+		Node:      at(flagNode).String(flagNode),
+		Token:     at(flagToken).String(flagToken),
+		TokenFile: at(flagTokenF).String(flagTokenF),
+		JSON:      at(flagJSON).Bool(flagJSON),
+		Timeout:   at(flagTimeout).Duration(flagTimeout),
+	}
+}
+
+// commonFlags are command-level copies of the global flags, so they may
+// also follow the verb. They have no defaults and no env vars: those live
+// on the root flags, which readGlobals falls back to.
+func commonFlags(extra ...ucli.Flag) []ucli.Flag {
+	return append([]ucli.Flag{
+		&ucli.StringFlag{Name: flagNode, Usage: "API address (`HOST:PORT`) of the node to talk to (env HERD_NODE)"},
+		&ucli.StringFlag{Name: flagToken, Usage: "API `TOKEN` (env HERD_TOKEN)"},
+		&ucli.StringFlag{Name: flagTokenF, Usage: "read the API token from `FILE`"},
+		&ucli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"},
+		&ucli.DurationFlag{Name: flagTimeout, Usage: "give up after `DURATION` (default 30s)"},
+	}, extra...)
 }
 
 // defaultTokenFile is where an agent with default settings keeps its token.

@@ -111,3 +111,25 @@ func writeFile(t *testing.T, path, body string) {
 		t.Fatal(err)
 	}
 }
+
+func TestGlobalFlagsAfterVerb(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	// The address given after the verb is the one dialled.
+	code, _, stderr := run(t, "members", "--node", addr, "--token", "x")
+	if code != ExitFailure || !strings.Contains(stderr, addr) {
+		t.Fatalf("exit %d, stderr %q: want a connect error naming %s", code, stderr, addr)
+	}
+	code, _, stderr = run(t, "--node", "127.0.0.1:1", "members", "--node", addr, "--token", "x")
+	if code != ExitFailure || !strings.Contains(stderr, addr) {
+		t.Fatalf("verb-level --node must win: stderr %q", stderr)
+	}
+	code, out, _ := run(t, "version", "--json")
+	if code != 0 || !strings.Contains(out, `"version"`) {
+		t.Fatalf("version --json: %q", out)
+	}
+}

@@ -49,6 +49,7 @@ resolve into, so pushes show one real copy per node.`,
 			&ucli.PathFlag{Name: "dir", Usage: "keep data dirs, logs and cluster.json in `DIR` (default: a temporary dir, removed at exit)"},
 			&ucli.IntFlag{Name: "control-size", Usage: "control-group voters per IDC (default: 3 when every IDC has 3 nodes, else 1)"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "agents' log `LEVEL`"},
+			&ucli.BoolFlag{Name: flagJSON, Usage: "print the cluster description as JSON"},
 		},
 		Action: func(c *ucli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -60,7 +61,7 @@ resolve into, so pushes show one real copy per node.`,
 				Dir:         c.Path("dir"),
 				ControlSize: c.Int("control-size"),
 				LogLevel:    c.String("log-level"),
-				JSON:        c.Bool(flagJSON),
+				JSON:        readGlobals(c).JSON,
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()

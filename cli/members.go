@@ -38,13 +38,13 @@ from gossip, so any node gives the same answer without a central server.
 Selector grammar: comma-separated requirements, all of which must hold:
   k=v  k==v  k!=v  k in (a,b)  k notin (a,b)  k (label present)  !k (label absent)
 Built-in attributes name, idc, zone, status and version match like labels.`,
-		Flags: []ucli.Flag{
+		Flags: commonFlags(
 			&ucli.StringFlag{Name: "idc", Usage: "only members of `IDC`"},
 			&ucli.StringFlag{Name: "status", Usage: "only members whose status is `STATUS` (alive, suspect, failed, left)"},
 			&ucli.StringFlag{Name: "select", Aliases: []string{"l"}, Usage: "only members matching `SELECTOR`"},
 			&ucli.StringFlag{Name: "on", Usage: "ask node `NAME` (reached over node streams) instead of --node"},
 			&ucli.BoolFlag{Name: "wide", Aliases: []string{"w"}, Usage: "also show labels and peer IDs"},
-		},
+		),
 		Action: func(c *ucli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err

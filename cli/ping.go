@@ -19,6 +19,7 @@ func pingCommand() *ucli.Command {
 		Name:      "ping",
 		Usage:     "measure the node-stream round trip from the answering node to another",
 		ArgsUsage: "NAME",
+		Flags:     commonFlags(),
 		Description: `Asks the node at --node to open an authenticated, encrypted node stream to member
 NAME and time a ping over it. A failure means the two nodes cannot talk directly
 (firewall on the p2p port, or NAME is not a live member).`,

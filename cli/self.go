@@ -21,9 +21,9 @@ func selfCommand() *ucli.Command {
 		Usage: "describe the node that answers: identity, addresses, health",
 		Description: `Shows the node at --node (or, with --on NAME, another member reached over node
 streams): its name, IDC, peer ID, addresses, labels and last health sample.`,
-		Flags: []ucli.Flag{
+		Flags: commonFlags(
 			&ucli.StringFlag{Name: "on", Usage: "describe node `NAME` instead of the node at --node"},
-		},
+		),
 		Action: func(c *ucli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err

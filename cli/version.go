@@ -13,11 +13,12 @@ func versionCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "version",
 		Usage: "print the herd version",
+		Flags: []ucli.Flag{&ucli.BoolFlag{Name: flagJSON, Usage: "print JSON"}},
 		Action: func(c *ucli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			if c.Bool(flagJSON) {
+			if readGlobals(c).JSON {
 				return printJSON(c.App.Writer, map[string]string{
 					"version": node.Version, "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH,
 				})
