@@ -49,6 +49,10 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.BoolFlag{Name: "dev", EnvVars: []string{"HERD_DEV"}, Usage: "development mode: allows plaintext gossip and --fs-root"},
 			&ucli.StringFlag{Name: "cluster-name", EnvVars: []string{"HERD_CLUSTER_NAME"}, Value: def.ClusterName, Usage: "`NAME` separating meshes that share a network"},
 			&ucli.IntFlag{Name: "control-size", EnvVars: []string{"HERD_CONTROL_SIZE"}, Value: def.ControlSize, Usage: "target number of control-group voters in this IDC (`N`)"},
+			&ucli.StringFlag{Name: "primary-idc", EnvVars: []string{"HERD_PRIMARY_IDC"}, Usage: "`IDC` that owns global objects; the same on every node (default: this node's IDC)"},
+			&ucli.StringFlag{Name: "wan-bind", EnvVars: []string{"HERD_WAN_BIND"}, Usage: "WAN gossip listen `ADDR:PORT`, used while a voter (default: bind IP, port 7948)"},
+			&ucli.StringFlag{Name: "wan-advertise", EnvVars: []string{"HERD_WAN_ADVERTISE"}, Usage: "WAN `ADDR:PORT` other IDCs should use"},
+			&ucli.StringSliceFlag{Name: "wan-join", EnvVars: []string{"HERD_WAN_JOIN"}, Usage: "WAN `ADDR:PORT` of nodes in other IDCs; repeat or comma-separate"},
 			&ucli.StringFlag{Name: "api-token", EnvVars: []string{"HERD_API_TOKEN", "HERD_TOKEN"}, Usage: "bearer `TOKEN` the API requires (default: generated into DATA-DIR/api-token)"},
 			&ucli.PathFlag{Name: "api-token-file", EnvVars: []string{"HERD_API_TOKEN_FILE"}, Usage: "read the API token from `FILE`"},
 			&ucli.PathFlag{Name: "fs-root", EnvVars: []string{"HERD_FS_ROOT"}, Usage: "dev only: `DIR` that absolute destination paths resolve into"},
@@ -90,6 +94,10 @@ func agentConfig(c *ucli.Context) (*node.Config, error) {
 	cfg.Dev = c.Bool("dev")
 	cfg.ClusterName = c.String("cluster-name")
 	cfg.ControlSize = c.Int("control-size")
+	cfg.PrimaryIDC = c.String("primary-idc")
+	cfg.WANBind = c.String("wan-bind")
+	cfg.WANAdvertise = c.String("wan-advertise")
+	cfg.WANJoin = splitList(c.StringSlice("wan-join"))
 	cfg.APIToken = c.String("api-token")
 	cfg.APITokenFile = c.Path("api-token-file")
 	cfg.FSRoot = c.Path("fs-root")

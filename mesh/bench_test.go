@@ -38,6 +38,12 @@ func mockCluster(tb testing.TB, n int, tune func(*memberlist.Config)) []*Mesh {
 		for _, m := range nodes {
 			_ = m.Shutdown()
 		}
+		// memberlist's Shutdown does not wait for a send in flight; keep
+		// draining until those sends are done, or they block for good.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(memberlistGoroutines()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 		close(stop)
 	})
 	for i := range n {

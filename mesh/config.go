@@ -59,6 +59,11 @@ type Config struct {
 	AdvertiseAddr string
 	AdvertisePort int
 
+	// Pool names the gossip pool in the label when it is not the IDC's own
+	// LAN pool: the control members of every IDC share the pool "wan".
+	// Default "", meaning the IDC. Same characters as IDC.
+	Pool string
+
 	// ClusterName separates herd clusters sharing a network. Default
 	// "herd"; letters, digits and . _ -, at most 64 bytes. Every packet and
 	// stream is labelled ClusterName+"/"+IDC, so pools never mix.
@@ -92,9 +97,13 @@ type Config struct {
 	// Memberlist, if set, is called with the memberlist configuration just
 	// before the memberlist is created, after New has filled it in
 	// (memberlist.DefaultLANConfig plus name, addresses, label, keyring,
-	// delegates and logger). Use it to tighten timings in tests or to
-	// install a transport such as memberlist.MockNetwork's. It must not
-	// replace Delegate or Events. Default nil.
+	// logger and our delegates, which New puts back if the hook replaces
+	// them). Use it to tighten timings in tests, or to install an
+	// in-process transport: c.Transport = network.NewTransport(name), after
+	// which BindAddr and BindPort are ignored. memberlist.MockNetwork needs
+	// care at scale: create every transport before starting any node, and
+	// drain each node's inbox (mesh's bench_test.go shows how), or pools of
+	// ~100 nodes deadlock on its unbuffered sends. Default nil.
 	Memberlist func(*memberlist.Config)
 }
 
@@ -151,6 +160,11 @@ func (c *Config) validate() error {
 	if err := checkPoolName("IDC", c.IDC); err != nil {
 		return err
 	}
+	if c.Pool != "" {
+		if err := checkPoolName("pool", c.Pool); err != nil {
+			return err
+		}
+	}
 	if err := checkPoolName("cluster name", c.ClusterName); err != nil {
 		return err
 	}
@@ -202,4 +216,9 @@ func checkPoolName(what, s string) error {
 }
 
 // poolLabel is the memberlist label of the node's gossip pool.
-func (c *Config) poolLabel() string { return c.ClusterName + "/" + c.IDC }
+func (c *Config) poolLabel() string {
+	if c.Pool != "" {
+		return c.ClusterName + "/" + c.Pool
+	}
+	return c.ClusterName + "/" + c.IDC
+}

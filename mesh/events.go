@@ -19,6 +19,7 @@ const (
 	EventUser                        // a user event (Event.User) arrived
 )
 
+// String returns the lower-case name of t ("join", "update", ...).
 func (t EventType) String() string {
 	switch t {
 	case EventJoin:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,8 +23,8 @@ type logWriter struct {
 	warned map[string]time.Time // mismatch kind + peer -> last warning
 }
 
-// mismatchWarnEvery limits the clear warning to one per peer and kind per
-// interval: a misconfigured node retries every probe interval.
+// mismatchWarnEvery limits the clear warning to one per peer host and kind
+// per interval: a misconfigured node retries every probe interval.
 const mismatchWarnEvery = time.Minute
 
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
@@ -38,11 +39,13 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			continue
 		}
 		level, msg := parseMemberlistLine(line)
-		if kind := classifyMismatch(msg); kind != mismatchNone {
+		// Our own failed joins are explained by Join's error instead.
+		ownJoin := strings.HasPrefix(msg, "failed to join ")
+		if kind := classifyMismatch(msg); kind != mismatchNone && !ownJoin {
 			w.warnMismatch(kind, msg)
 			level = slog.LevelDebug // the clear warning replaces it
 		}
-		w.log.Log(context.Background(), level, msg, "from", "memberlist")
+		w.log.Log(context.Background(), level, msg, "component", "memberlist")
 	}
 	return len(p), nil
 }
@@ -116,7 +119,12 @@ func peerOf(msg string) string {
 
 func (w *logWriter) warnMismatch(kind mismatchKind, msg string) {
 	peer := peerOf(msg)
-	key := peer + "/" + strconv.Itoa(int(kind))
+	// Key on the host: streams come from a new ephemeral port each time.
+	host := peer
+	if h, _, err := net.SplitHostPort(peer); err == nil {
+		host = h
+	}
+	key := host + "/" + strconv.Itoa(int(kind))
 	now := time.Now()
 	w.mu.Lock()
 	if last, ok := w.warned[key]; ok && now.Sub(last) < mismatchWarnEvery {

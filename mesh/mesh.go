@@ -147,8 +147,8 @@ func (m *Mesh) memberlistConfig() *memberlist.Config {
 	return mlc
 }
 
-// Join contacts the given gossip addresses ("ip:port", or "host" for the
-// default port) and merges state with each. It returns how many answered;
+// Join contacts the given gossip addresses ("host:port", or a host alone
+// for this node's own port) and merges state with each. It returns how many answered;
 // the error is nil if at least one did. When the peers refuse us because
 // our encryption key or pool label differs, the error says so.
 func (m *Mesh) Join(addrs []string) (int, error) {

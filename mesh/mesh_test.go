@@ -47,7 +47,7 @@ func TestConvergeFiveNodes(t *testing.T) {
 	if !ok {
 		t.Fatal("node4 does not know node1")
 	}
-	if (mem.Meta.ID != "peer-node1" || mem.Meta.IDC != "dc1" || mem.Meta.Zone != "b" || mem.Meta.API != "127.0.0.1:1") {
+	if mem.Meta.ID != "peer-node1" || mem.Meta.IDC != "dc1" || mem.Meta.Zone != "b" || mem.Meta.API != "127.0.0.1:1" {
 		t.Errorf("meta of node1 = %+v", mem.Meta)
 	}
 	if mem.Addr != nodes[1].LocalAddr() {
@@ -173,7 +173,6 @@ func TestFailLeaveAndEvents(t *testing.T) {
 }
 
 func TestJoinRejectsMismatches(t *testing.T) {
-	seed := startMesh(t, testConfig(t, "seed"))
 	tests := []struct {
 		name   string
 		tweak  func(*Config)
@@ -187,6 +186,8 @@ func TestJoinRejectsMismatches(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// A fresh seed each time: its warning is rate limited per host.
+			seed := startMesh(t, testConfig(t, "seed"))
 			cfg := testConfig(t, "intruder")
 			tc.tweak(cfg)
 			m := startMesh(t, cfg)
@@ -225,6 +226,7 @@ func TestJoinRejectsMismatches(t *testing.T) {
 
 	t.Run("undecryptable packet", func(t *testing.T) {
 		// A labelled UDP packet encrypted with another key.
+		seed := startMesh(t, testConfig(t, "seed"))
 		conn, err := net.Dial("udp", seed.LocalAddr())
 		if err != nil {
 			t.Fatal(err)
@@ -381,15 +383,26 @@ func TestShutdownStopsEveryGoroutine(t *testing.T) {
 // meshGoroutines returns the stacks of goroutines running mesh or
 // memberlist code, other than tests.
 func meshGoroutines() []string {
-	buf := make([]byte, 1<<20)
+	return goroutinesRunning("hashicorp/memberlist", "herd/mesh.")
+}
+
+// memberlistGoroutines returns the stacks of goroutines running memberlist
+// code.
+func memberlistGoroutines() []string { return goroutinesRunning("hashicorp/memberlist") }
+
+func goroutinesRunning(pkgs ...string) []string {
+	buf := make([]byte, 4<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if strings.Contains(g, "testing.tRunner") {
 			continue
 		}
-		if strings.Contains(g, "hashicorp/memberlist") || strings.Contains(g, "herd/mesh.") {
-			out = append(out, g)
+		for _, p := range pkgs {
+			if strings.Contains(g, p) {
+				out = append(out, g)
+				break
+			}
 		}
 	}
 	return out

@@ -70,7 +70,7 @@ func TestDecodeMessageErrors(t *testing.T) {
 // TestBroadcastSizeBudget checks that our largest messages fit the space
 // memberlist leaves in a packet, with the longest label the config allows.
 func TestBroadcastSizeBudget(t *testing.T) {
-	const udpBuffer = 1400                       // memberlist's default UDPBufferSize
+	const udpBuffer = 1400 // memberlist's default UDPBufferSize
 	label := strings.Repeat("c", 64) + "/" + strings.Repeat("i", 64)
 	overhead := 2 + (2 + len(label)) + 29 + 2 + 1 // compound header, label, encryption, entry, user-msg byte
 	if maxBroadcastSize > udpBuffer-overhead {
@@ -117,7 +117,8 @@ func TestMemberlistLogWriter(t *testing.T) {
 	l.Printf("[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=2.2.2.2:2")
 	l.Printf("[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=2.2.2.2:2")
 	l.Printf("[ERR] memberlist: discarding stream with unacceptable label \"herd/dc2\": from=3.3.3.3:3")
-	if _, ok := rec.find(slog.LevelWarn, "Got ping for unexpected node x", "from=memberlist"); !ok {
+	l.Printf("[DEBUG] memberlist: failed to join 4.4.4.4:1: no installed keys could decrypt the message")
+	if _, ok := rec.find(slog.LevelWarn, "Got ping for unexpected node x", "component=memberlist"); !ok {
 		t.Error("plain warning not passed through")
 	}
 	if _, ok := rec.find(slog.LevelError, "Decrypt packet failed"); ok {
@@ -133,6 +134,9 @@ func TestMemberlistLogWriter(t *testing.T) {
 	rec.mu.Unlock()
 	if n != 1 {
 		t.Errorf("%d key warnings for one peer, want 1 (rate limited)", n)
+	}
+	if _, ok := rec.find(slog.LevelWarn, "4.4.4.4"); ok {
+		t.Error("our own failed join produced a rejection warning")
 	}
 	if _, ok := rec.find(slog.LevelWarn, "check --idc", "peer=3.3.3.3:3"); !ok {
 		t.Error("no label warning")

@@ -95,7 +95,7 @@ func TestSelectorMatches(t *testing.T) {
 	db := map[string]string{"name": "n2", "idc": "dc1", "status": "failed", "role": "db", "env": "staging", "canary": ""}
 	bare := map[string]string{"name": "n3", "idc": "dc2", "status": "alive"}
 	tests := []struct {
-		sel              string
+		sel             string
 		web, db, bareOK bool
 	}{
 		{"", true, true, true},

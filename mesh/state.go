@@ -103,14 +103,19 @@ func (t *memberTable) numLive() int {
 
 func isLive(s Status) bool { return s == StatusAlive || s == StatusSuspect }
 
-func (t *memberTable) recountLocked() {
-	var n int64
-	for _, e := range t.entries {
-		if e.present && isLive(e.m.Status) {
-			n++
-		}
+func (e *entry) counts() bool { return e.present && isLive(e.m.Status) }
+
+// changeLocked applies fn to e and keeps the live count in step; a recount
+// on every event would cost O(N) per event, O(N²) while a pool forms.
+func (t *memberTable) changeLocked(e *entry, fn func()) {
+	before := e.counts()
+	fn()
+	switch after := e.counts(); {
+	case after && !before:
+		t.live.Add(1)
+	case before && !after:
+		t.live.Add(-1)
 	}
-	t.live.Store(n)
 }
 
 func (t *memberTable) getLocked(name string) *entry {
@@ -148,11 +153,12 @@ func (t *memberTable) nodeJoined(name, addr string, meta []byte) {
 	e := t.getLocked(name)
 	e.m.Addr = addr
 	t.decodeMetaLocked(e, meta)
-	e.present = true
 	e.leaving = false // a node that is back is not leaving any more
 	e.touched = t.now()
-	t.setStatusLocked(e, StatusAlive)
-	t.recountLocked()
+	t.changeLocked(e, func() {
+		e.present = true
+		t.setStatusLocked(e, StatusAlive)
+	})
 	t.events.publish(Event{Type: EventJoin, Member: e.m})
 }
 
@@ -169,9 +175,10 @@ func (t *memberTable) nodeUpdated(name, addr string, meta []byte) {
 	e.touched = t.now()
 	if !e.present {
 		// memberlist only updates nodes it knows; treat it as a join.
-		e.present = true
-		t.setStatusLocked(e, StatusAlive)
-		t.recountLocked()
+		t.changeLocked(e, func() {
+			e.present = true
+			t.setStatusLocked(e, StatusAlive)
+		})
 		t.events.publish(Event{Type: EventJoin, Member: e.m})
 		return
 	}
@@ -196,8 +203,7 @@ func (t *memberTable) nodeGone(name string) {
 	if e.leaving {
 		ev, st = EventLeave, StatusLeft
 	}
-	t.setStatusLocked(e, st)
-	t.recountLocked()
+	t.changeLocked(e, func() { t.setStatusLocked(e, st) })
 	t.events.publish(Event{Type: ev, Member: e.m})
 }
 
@@ -266,17 +272,6 @@ func (t *memberTable) updateLocal(fn func(*nodeStateMsg)) nodeStateMsg {
 		t.events.publish(Event{Type: EventUpdate, Member: e.m})
 	}
 	return st
-}
-
-// localState returns our own current node state without changing it.
-func (t *memberTable) localState() nodeStateMsg {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	e := t.entries[t.self]
-	if e == nil {
-		return nodeStateMsg{Name: t.self}
-	}
-	return nodeStateMsg{Name: t.self, Version: e.version, Labels: e.m.Labels, Health: e.m.Health, Leaving: e.leaving}
 }
 
 // liveStates returns the states of every live member we know, for

@@ -32,8 +32,8 @@ func TestTableVersions(t *testing.T) {
 		labels string
 	}{
 		{nodeStateMsg{Name: "a", Version: 10, Labels: map[string]string{"r": "1"}}, applyResult{accepted: true, spread: true}, "r=1"},
-		{nodeStateMsg{Name: "a", Version: 10, Labels: map[string]string{"r": "x"}}, applyResult{}, "r=1"}, // same version: ignored
-		{nodeStateMsg{Name: "a", Version: 9, Labels: map[string]string{"r": "x"}}, applyResult{}, "r=1"},  // older: ignored
+		{nodeStateMsg{Name: "a", Version: 10, Labels: map[string]string{"r": "x"}}, applyResult{}, "r=1"},                                         // same version: ignored
+		{nodeStateMsg{Name: "a", Version: 9, Labels: map[string]string{"r": "x"}}, applyResult{}, "r=1"},                                          // older: ignored
 		{nodeStateMsg{Name: "a", Version: 11, Labels: map[string]string{"r": "1"}, Health: Health{Load1: 2}}, applyResult{accepted: true}, "r=1"}, // health only: not re-gossiped
 		{nodeStateMsg{Name: "a", Version: 12, Labels: map[string]string{"r": "2"}}, applyResult{accepted: true, spread: true}, "r=2"},
 		{nodeStateMsg{Name: "a", Version: 13, Labels: map[string]string{"r": "2"}, Leaving: true}, applyResult{accepted: true, spread: true}, "r=2"},

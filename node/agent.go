@@ -22,6 +22,7 @@ import (
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
 )
@@ -33,9 +34,10 @@ type Agent struct {
 	token   string
 	started time.Time
 
-	host *p2p.Host
-	mesh *mesh.Mesh
-	api  *apiServer
+	host    *p2p.Host
+	mesh    *mesh.Mesh
+	control *consensus.Server
+	api     *apiServer
 
 	// fatal carries errors that end the agent after Start returned, such as
 	// a join that timed out.
@@ -101,11 +103,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	pcfg.PrivKey = key
 	pcfg.ListenAddr = a.cfg.P2P
 	pcfg.Logger = a.log.With("part", "p2p")
-	// The gater consults the mesh, which does not exist yet: resolve it late.
-	pcfg.Allow = func(id peer.ID) bool {
-		m := a.mesh
-		return m != nil && m.IsAlivePeer(id.String())
-	}
+	// The gater admits mesh members only; the mesh needs this host's
+	// address first, so admit nobody until it exists (SetAllow below).
+	pcfg.Allow = func(peer.ID) bool { return false }
 	if a.host, err = p2p.New(pcfg); err != nil {
 		return fmt.Errorf("node streams on %s: %w", a.cfg.P2P, err)
 	}
@@ -143,6 +143,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.mesh, err = mesh.New(mcfg); err != nil {
 		return fmt.Errorf("gossip on %s: %w", a.cfg.Bind, err)
 	}
+	if err := a.startControl(); err != nil {
+		return err
+	}
+	lan, control := a.mesh, a.control
+	a.host.SetAllow(func(id peer.ID) bool {
+		return lan.IsAlivePeer(id.String()) || control.IsAlivePeer(id.String())
+	})
 	a.registerStreams()
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -164,6 +171,46 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		"encrypted", a.mesh.EncryptionEnabled())
 	return ctx.Err()
 }
+
+// startControl creates and starts this node's part in the control plane.
+func (a *Agent) startControl() error {
+	wanHost, wanPort, _ := splitHostPort("wan-bind", a.cfg.WANBind)
+	wan := consensus.WANConfig{
+		BindAddr: wanHost, BindPort: wanPort,
+		Join:        a.cfg.WANJoin,
+		ClusterName: a.cfg.ClusterName,
+		SecretKey:   a.cfg.EncryptKey,
+		Dev:         a.cfg.Dev,
+		Tune:        a.cfg.TuneMesh,
+	}
+	if a.cfg.WANAdvertise != "" {
+		wan.AdvertiseAddr, wan.AdvertisePort, _ = splitHostPort("wan-advertise", a.cfg.WANAdvertise)
+	}
+	srv, err := consensus.NewServer(consensus.ServerConfig{
+		Name:        a.cfg.Name,
+		IDC:         a.cfg.IDC,
+		Zone:        a.cfg.Zone,
+		DataDir:     a.cfg.DataDir,
+		ControlSize: a.cfg.ControlSize,
+		PrimaryIDC:  a.cfg.PrimaryIDC,
+		LAN:         a.mesh,
+		Host:        a.host,
+		WAN:         wan,
+		TuneGroup:   a.cfg.TuneControl,
+		Logger:      a.log.With("part", "control"),
+	})
+	if err != nil {
+		return fmt.Errorf("control group: %w", err)
+	}
+	a.control = srv
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("control group: %w", err)
+	}
+	return nil
+}
+
+// Control returns the node's control-plane server.
+func (a *Agent) Control() *consensus.Server { return a.control }
 
 // Fatal reports errors that should stop the agent after Start succeeded.
 func (a *Agent) Fatal() <-chan error { return a.fatal }
@@ -189,6 +236,11 @@ func (a *Agent) stop(ctx context.Context, leave bool) error {
 		if a.api != nil {
 			errs = append(errs, a.api.shutdown(ctx))
 		}
+		if leave && a.control != nil {
+			if err := a.control.Leave(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("control group leave: %w", err))
+			}
+		}
 		if leave && a.mesh != nil {
 			timeout := 5 * time.Second
 			if dl, ok := ctx.Deadline(); ok {
@@ -211,6 +263,9 @@ func (a *Agent) closeParts() error {
 	var errs []error
 	if a.api != nil {
 		a.api.close()
+	}
+	if a.control != nil {
+		errs = append(errs, a.control.Shutdown())
 	}
 	if a.mesh != nil {
 		errs = append(errs, a.mesh.Shutdown())

@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/mesh"
 )
 
@@ -28,6 +29,7 @@ const (
 	DefaultGossipPort = 7946
 	DefaultP2PPort    = 7947
 	DefaultAPIPort    = 7600
+	DefaultWANPort    = 7948
 )
 
 // Config is everything `herd agent` needs. Flags, HERD_* environment
@@ -72,6 +74,17 @@ type Config struct {
 	ClusterName string
 	// ControlSize is the target number of Raft voters in this IDC. Default 3.
 	ControlSize int
+	// PrimaryIDC owns global objects (scripts, templates, global config);
+	// the other IDCs replicate them. Every node must agree. Default: this
+	// node's IDC, which suits a single-IDC cluster.
+	PrimaryIDC string
+	// WANBind is where the WAN pool listens while this node is a voter.
+	// Default: the Bind IP with port 7948.
+	WANBind string
+	// WANAdvertise is the WAN address other IDCs dial. Default: from WANBind.
+	WANAdvertise string
+	// WANJoin lists WAN addresses of nodes in any IDC; voters join them.
+	WANJoin []string
 	// APIToken is the bearer token the HTTP API requires. When it and
 	// APITokenFile are empty, a token is generated on first start and kept
 	// in DataDir/api-token (mode 0600).
@@ -91,8 +104,11 @@ type Config struct {
 
 	// TuneMesh, when set, adjusts the mesh configuration last. It is not a
 	// flag: tests and in-process harnesses use it for fast failure detection
-	// or memberlist's in-memory transport.
+	// or memberlist's in-memory transport. It applies to the WAN pool too.
 	TuneMesh func(*mesh.Config)
+	// TuneControl, when set, adjusts the control group configuration last
+	// (tests: fast raft and autopilot timings).
+	TuneControl func(*consensus.GroupConfig)
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -120,6 +136,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validateName("idc", c.IDC); err != nil {
 		return err
+	}
+	if c.IDC == "global" {
+		return errors.New(`idc: "global" is reserved: it names the scope of objects shared by every IDC`)
 	}
 	if c.Zone != "" {
 		if err := validateName("zone", c.Zone); err != nil {
@@ -149,6 +168,27 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := splitHostPort("api", c.API); err != nil {
 		return err
+	}
+	if c.WANBind == "" {
+		c.WANBind = net.JoinHostPort(bindHost, strconv.Itoa(DefaultWANPort))
+	}
+	if _, _, err := splitHostPort("wan-bind", c.WANBind); err != nil {
+		return err
+	}
+	if c.WANAdvertise != "" {
+		if _, _, err := splitHostPort("wan-advertise", c.WANAdvertise); err != nil {
+			return err
+		}
+	}
+	for _, j := range c.WANJoin {
+		if _, _, err := splitHostPort("wan-join", j); err != nil {
+			return err
+		}
+	}
+	if c.PrimaryIDC != "" {
+		if err := validateName("primary-idc", c.PrimaryIDC); err != nil {
+			return err
+		}
 	}
 	for _, j := range c.Join {
 		if _, _, err := splitHostPort("join", j); err != nil {
@@ -268,6 +308,10 @@ type FileConfig struct {
 	Dev            *bool             `yaml:"dev"`
 	ClusterName    *string           `yaml:"cluster_name"`
 	ControlSize    *int              `yaml:"control_size"`
+	PrimaryIDC     *string           `yaml:"primary_idc"`
+	WANBind        *string           `yaml:"wan_bind"`
+	WANAdvertise   *string           `yaml:"wan_advertise"`
+	WANJoin        []string          `yaml:"wan_join"`
 	APIToken       *string           `yaml:"api_token"`
 	APITokenFile   *string           `yaml:"api_token_file"`
 	FSRoot         *string           `yaml:"fs_root"`
@@ -325,6 +369,12 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	str("api-token-file", fc.APITokenFile, &c.APITokenFile)
 	str("fs-root", fc.FSRoot, &c.FSRoot)
 	str("log-level", fc.LogLevel, &c.LogLevel)
+	str("primary-idc", fc.PrimaryIDC, &c.PrimaryIDC)
+	str("wan-bind", fc.WANBind, &c.WANBind)
+	str("wan-advertise", fc.WANAdvertise, &c.WANAdvertise)
+	if fc.WANJoin != nil && !isSet("wan-join") {
+		c.WANJoin = fc.WANJoin
+	}
 	if fc.Labels != nil && !isSet("labels") {
 		c.Labels = fc.Labels
 	}

@@ -26,6 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty name", func(c *Config) { c.Name = "" }, "name: must not be empty"},
 		{"bad name", func(c *Config) { c.Name = "a b" }, `name: "a b" has ' '`},
 		{"bad idc", func(c *Config) { c.IDC = "-x" }, "idc:"},
+		{"reserved idc", func(c *Config) { c.IDC = "global" }, "reserved"},
 		{"bad bind", func(c *Config) { c.Bind = "nope" }, "bind:"},
 		{"bind hostname", func(c *Config) { c.Bind = "localhost:1" }, "host must be an IP"},
 		{"bad port", func(c *Config) { c.API = "127.0.0.1:99999" }, "bad port"},

@@ -80,7 +80,7 @@ func (a *Agent) serveForwarded(ctx context.Context, from peer.ID, req forwardReq
 		return forwardResponse{}, p2p.Errorf(p2p.CodeBadRequest, "bad forwarded request: %v", err)
 	}
 	rec := &responseRecorder{header: http.Header{}, status: http.StatusOK}
-	a.api.mux.ServeHTTP(rec, hr)
+	a.api.route(rec, hr)
 	if rec.body.Len() > maxForwardResponse {
 		return forwardResponse{}, p2p.Errorf(p2p.CodeTooLarge, "answer of %d bytes is too large to forward", rec.body.Len())
 	}

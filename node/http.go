@@ -29,15 +29,40 @@ func newAPIServer(a *Agent, ln net.Listener) *apiServer {
 	s.mux.HandleFunc("GET /v1/self", s.authed(s.self))
 	s.mux.HandleFunc("GET /v1/members", s.authed(s.members))
 	s.mux.HandleFunc("GET /v1/members/{name}/ping", s.authed(s.ping))
+	s.registerControl()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	s.srv = &http.Server{
-		Handler:           s.mux,
+		Handler:           http.HandlerFunc(s.route),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
 	return s
+}
+
+// route sends /v1/kv/KEY requests to the KV handlers before the mux sees
+// them: the mux would "clean" a key like a//b into a redirect, while the KV
+// must answer with a clear validation error instead.
+func (s *apiServer) route(w http.ResponseWriter, r *http.Request) {
+	if key, ok := strings.CutPrefix(r.URL.Path, "/v1/kv/"); ok {
+		var h http.HandlerFunc
+		switch r.Method {
+		case http.MethodGet:
+			h = s.kvGet
+		case http.MethodPut:
+			h = s.kvPut
+		case http.MethodDelete:
+			h = s.kvDelete
+		default:
+			writeError(w, http.StatusMethodNotAllowed, api.CodeBadRequest, "method "+r.Method+" not allowed on /v1/kv/KEY (GET, PUT, DELETE)")
+			return
+		}
+		r.SetPathValue("key", key)
+		s.authed(h)(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
 }
 
 func (s *apiServer) serve() {

@@ -18,9 +18,11 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/node"
 	"github.com/herd-io/herd/node/api"
+	"github.com/herd-io/herd/node/devmesh"
 )
 
 // Options shape an in-process cluster.
@@ -31,6 +33,11 @@ type Options struct {
 	Configure func(i int, cfg *node.Config)
 	// Verbose sends agent logs to the test log instead of discarding them.
 	Verbose bool
+	// ControlSize is every node's --control-size. Default 1.
+	ControlSize int
+	// MaxNodes bounds how many nodes the cluster may ever have, so WAN
+	// ports can be reserved up front. Default: the initial node count + 4.
+	MaxNodes int
 }
 
 // Cluster is a set of running in-process nodes.
@@ -43,7 +50,19 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	stopped map[int]bool
+	wan     []string
 }
+
+// wanAddr returns node i's reserved WAN address.
+func (c *Cluster) wanAddr(i int) string {
+	if i < len(c.wan) {
+		return c.wan[i]
+	}
+	return "127.0.0.1:0"
+}
+
+// wanAddrs lists every reserved WAN address: the seeds voters join.
+func (c *Cluster) wanAddrs() []string { return c.wan }
 
 // New starts n nodes and waits until every node sees its whole IDC alive.
 // Everything stops in t.Cleanup.
@@ -51,6 +70,12 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	if opts.IDCs == 0 {
 		opts.IDCs = 1
+	}
+	if opts.ControlSize == 0 {
+		opts.ControlSize = 1
+	}
+	if opts.MaxNodes < n {
+		opts.MaxNodes = n + 4
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -61,6 +86,15 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	c := &Cluster{t: t, opts: opts, Token: hex.EncodeToString(tok), Key: key, stopped: map[int]bool{}}
+	if opts.IDCs > 1 {
+		ports, err := devmesh.FreePorts(opts.MaxNodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ports {
+			c.wan = append(c.wan, fmt.Sprintf("127.0.0.1:%d", p))
+		}
+	}
 	t.Cleanup(c.stopAll)
 	for i := 0; i < n; i++ {
 		c.StartNode()
@@ -91,6 +125,18 @@ func FastGossip(mc *mesh.Config) {
 	}
 }
 
+// FastControl tunes the control group for loopback tests: quick bootstrap,
+// elections, promotion and dead-server removal.
+func FastControl(g *consensus.GroupConfig) {
+	g.BootstrapStable = 300 * time.Millisecond
+	g.DeadServerTimeout = 2 * time.Second
+	g.StabilizationTime = 500 * time.Millisecond
+	g.AutopilotInterval = 200 * time.Millisecond
+	g.Raft.HeartbeatTimeout = 300 * time.Millisecond
+	g.Raft.ElectionTimeout = 300 * time.Millisecond
+	g.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
+}
+
 // StartNode starts one more node; it joins the first node of its IDC.
 func (c *Cluster) StartNode() *node.Agent {
 	c.t.Helper()
@@ -104,10 +150,14 @@ func (c *Cluster) StartNode() *node.Agent {
 	cfg.API = "127.0.0.1:0"
 	cfg.EncryptKey = c.Key
 	cfg.APIToken = c.Token
-	cfg.ControlSize = 1
+	cfg.ControlSize = c.opts.ControlSize
+	cfg.PrimaryIDC = "dc1"
 	cfg.HealthInterval = 500 * time.Millisecond
 	cfg.Labels = map[string]string{"slot": fmt.Sprint(i + 1)}
 	cfg.TuneMesh = FastGossip
+	cfg.TuneControl = FastControl
+	cfg.WANBind = c.wanAddr(i)
+	cfg.WANJoin = c.wanAddrs()
 	if first := c.firstOf(cfg.IDC); first != nil {
 		cfg.Join = []string{first.GossipAddr()}
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -122,6 +124,13 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 const maxResponse = 64 << 20
 
 func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	_, err := c.do(ctx, http.MethodGet, path, q, nil, out)
+	return err
+}
+
+// do sends one request and decodes a 2xx JSON answer into out (if not nil).
+// It returns the answer's headers.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, out any) (http.Header, error) {
 	if q == nil {
 		q = url.Values{}
 	}
@@ -131,9 +140,13 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -142,26 +155,107 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 	if err != nil {
 		var nerr net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
-			return fmt.Errorf("herd node at %s did not answer in time: %w", c.base.Host, err)
+			return nil, fmt.Errorf("herd node at %s did not answer in time: %w", c.base.Host, err)
 		}
-		return &ConnectError{Addr: c.base.Host, Err: err}
+		return nil, &ConnectError{Addr: c.base.Host, Err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return fmt.Errorf("reading answer from %s: %w", c.base.Host, err)
+		return nil, fmt.Errorf("reading answer from %s: %w", c.base.Host, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var eb ErrorBody
-		if json.Unmarshal(body, &eb) != nil || eb.Error.Message == "" {
-			eb.Error = Error{Code: CodeInternal, Message: strings.TrimSpace(string(body))}
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Message == "" {
+			eb.Error = Error{Code: CodeInternal, Message: strings.TrimSpace(string(data))}
 		}
-		return &RequestError{Status: resp.StatusCode, Err: eb.Error}
+		return resp.Header, &RequestError{Status: resp.StatusCode, Err: eb.Error}
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decoding answer from %s: %w", c.base.Host, err)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.Header, fmt.Errorf("decoding answer from %s: %w", c.base.Host, err)
+		}
 	}
-	return nil
+	return resp.Header, nil
+}
+
+// ControlStatus calls GET /v1/control/status for idc ("" = the node's own).
+func (c *Client) ControlStatus(ctx context.Context, idc string) (*ControlStatus, error) {
+	v := url.Values{}
+	if idc != "" {
+		v.Set("idc", idc)
+	}
+	var out ControlStatus
+	return &out, c.get(ctx, "/v1/control/status", v, &out)
+}
+
+func kvValues(q KVQuery) url.Values {
+	v := url.Values{}
+	if q.Scope != "" {
+		v.Set("scope", q.Scope)
+	}
+	if q.Consistent {
+		v.Set("consistent", "")
+	}
+	if q.Stale {
+		v.Set("stale", "")
+	}
+	if q.Index > 0 {
+		v.Set("index", strconv.FormatUint(q.Index, 10))
+	}
+	if q.Wait > 0 {
+		v.Set("wait", q.Wait.String())
+	}
+	return v
+}
+
+func kvPath(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return "/v1/kv/" + strings.Join(parts, "/")
+}
+
+// KVGet reads one key. A missing key is a *RequestError with CodeNotFound.
+func (c *Client) KVGet(ctx context.Context, key string, q KVQuery) (*KVEntry, error) {
+	var out KVEntry
+	return &out, c.get(ctx, kvPath(key), kvValues(q), &out)
+}
+
+// KVList lists keys under prefix.
+func (c *Client) KVList(ctx context.Context, prefix string, q KVQuery) (*KVList, error) {
+	v := kvValues(q)
+	if prefix != "" {
+		v.Set("prefix", prefix)
+	}
+	var out KVList
+	return &out, c.get(ctx, "/v1/kv", v, &out)
+}
+
+// KVPut writes key. cas nil writes unconditionally; 0 creates only; N
+// updates only version N (else a *RequestError with CodeCASConflict).
+func (c *Client) KVPut(ctx context.Context, key string, value []byte, scope string, cas *uint64) (*KVEntry, error) {
+	v := kvValues(KVQuery{Scope: scope})
+	if cas != nil {
+		v.Set("cas", strconv.FormatUint(*cas, 10))
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	var out KVEntry
+	_, err := c.do(ctx, http.MethodPut, kvPath(key), v, value, &out)
+	return &out, err
+}
+
+// KVDelete removes key, optionally only at version cas.
+func (c *Client) KVDelete(ctx context.Context, key, scope string, cas *uint64) error {
+	v := kvValues(KVQuery{Scope: scope})
+	if cas != nil {
+		v.Set("cas", strconv.FormatUint(*cas, 10))
+	}
+	_, err := c.do(ctx, http.MethodDelete, kvPath(key), v, nil, nil)
+	return err
 }
 
 // DefaultTimeout is the CLI's default per-request timeout.

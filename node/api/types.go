@@ -107,3 +107,75 @@ const (
 type ErrorBody struct {
 	Error Error `json:"error"`
 }
+
+// KVEntry is one versioned config object.
+type KVEntry struct {
+	Key         string `json:"key"`
+	Scope       string `json:"scope"`
+	Value       []byte `json:"value"`
+	Version     uint64 `json:"version"`
+	CreateIndex uint64 `json:"create_index"`
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// KVList is what GET /v1/kv returns.
+type KVList struct {
+	Index   uint64    `json:"index"`
+	Entries []KVEntry `json:"entries"`
+}
+
+// KVQuery shapes KV reads.
+type KVQuery struct {
+	Scope      string        // "global" (default) or an IDC
+	Consistent bool          // linearizable read on the leader
+	Stale      bool          // any control member may answer
+	Index      uint64        // block until the index passes this
+	Wait       time.Duration // for at most this long
+}
+
+// CodeCASConflict is returned when a --cas version does not match.
+const CodeCASConflict = "cas_conflict"
+
+// ControlStatus is an IDC's control group as GET /v1/control/status shows it.
+type ControlStatus struct {
+	IDC          string          `json:"idc"`
+	Member       bool            `json:"member"`
+	Role         string          `json:"role"`
+	Leader       string          `json:"leader"`
+	Term         uint64          `json:"term"`
+	CommitIndex  uint64          `json:"commit_index"`
+	AppliedIndex uint64          `json:"applied_index"`
+	LastIndex    uint64          `json:"last_index"`
+	LastContact  time.Duration   `json:"last_contact"`
+	Servers      []ControlServer `json:"servers"`
+	Waiting      string          `json:"waiting,omitempty"`
+	ControlSize  int             `json:"control_size"`
+	PrimaryIDC   string          `json:"primary_idc"`
+	WANMembers   []WANMember     `json:"wan_members,omitempty"`
+	Replication  *Replication    `json:"replication,omitempty"`
+}
+
+// ControlServer is one raft server of a control group.
+type ControlServer struct {
+	Name     string `json:"name"`
+	PeerID   string `json:"peer_id"`
+	Suffrage string `json:"suffrage"`
+	Healthy  bool   `json:"healthy"`
+	Zone     string `json:"zone,omitempty"`
+}
+
+// WANMember is a control member of any IDC in the WAN pool.
+type WANMember struct {
+	Name   string   `json:"name"`
+	IDC    string   `json:"idc"`
+	Status string   `json:"status"`
+	Roles  []string `json:"roles,omitempty"`
+}
+
+// Replication is how far an IDC's copy of global objects trails the primary.
+type Replication struct {
+	Running     bool      `json:"running"`
+	SourceIndex uint64    `json:"source_index"`
+	LastSuccess time.Time `json:"last_success"`
+	LastError   string    `json:"last_error,omitempty"`
+}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -57,19 +58,33 @@ type Node struct {
 	API     string `json:"api"`
 	Gossip  string `json:"gossip"`
 	P2P     string `json:"p2p"`
+	WAN     string `json:"wan"`
 	DataDir string `json:"data_dir"`
 	FSRoot  string `json:"fs_root"`
 	Log     string `json:"log"`
 
+	args []string
+	// mu guards the process fields, which Restart replaces.
+	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	err  error
+}
+
+// process returns the node's current process and its exit channel.
+func (n *Node) process() (*exec.Cmd, chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd, n.done
 }
 
 // Exited reports whether the node's process has ended.
 func (n *Node) Exited() bool {
+	_, done := n.process()
+	if done == nil {
+		return false
+	}
 	select {
-	case <-n.done:
+	case <-done:
 		return true
 	default:
 		return false
@@ -125,19 +140,35 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c.EncryptKey = base64.StdEncoding.EncodeToString(key)
 
-	firstOfIDC := map[string]*Node{}
 	for i := 0; i < opts.Nodes; i++ {
-		n, err := c.newNode(i, opts)
-		if err != nil {
+		if _, err := c.newNode(i, opts); err != nil {
 			return nil, err
 		}
-		args := c.agentArgs(n, opts)
+	}
+	var wanSeeds []string
+	for _, n := range c.Nodes {
+		wanSeeds = append(wanSeeds, n.WAN)
+	}
+	firstOfIDC := map[string]*Node{}
+	for _, n := range c.Nodes {
+		n.args = c.agentArgs(n, opts)
+		n.args = append(n.args, "--wan-join", strings.Join(wanSeeds, ","))
 		if first, ok := firstOfIDC[n.IDC]; ok {
-			args = append(args, "--join", first.Gossip)
+			n.args = append(n.args, "--join", first.Gossip)
 		} else {
 			firstOfIDC[n.IDC] = n
+			if len(c.Nodes) > 1 {
+				// The first node joins its IDC's second, so a restarted
+				// first node finds the mesh again.
+				for _, o := range c.Nodes {
+					if o != n && o.IDC == n.IDC {
+						n.args = append(n.args, "--join", o.Gossip)
+						break
+					}
+				}
+			}
 		}
-		if err := c.launch(n, args); err != nil {
+		if err := c.launch(n); err != nil {
 			return nil, err
 		}
 	}
@@ -191,7 +222,7 @@ func (o *Options) fill() error {
 }
 
 func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
-	ports, err := freePorts(3)
+	ports, err := FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -203,10 +234,10 @@ func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
 		Gossip:  net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
 		P2P:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		API:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2])),
+		WAN:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3])),
 		DataDir: filepath.Join(dir, "data"),
 		FSRoot:  filepath.Join(dir, "root"),
 		Log:     filepath.Join(dir, "agent.log"),
-		done:    make(chan struct{}),
 	}
 	c.Nodes = append(c.Nodes, n)
 	return n, os.MkdirAll(dir, 0o700)
@@ -215,7 +246,8 @@ func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
 func (c *Cluster) agentArgs(n *Node, opts Options) []string {
 	args := []string{"agent",
 		"--name", n.Name, "--idc", n.IDC, "--dev",
-		"--bind", n.Gossip, "--p2p", n.P2P, "--api", n.API,
+		"--bind", n.Gossip, "--p2p", n.P2P, "--api", n.API, "--wan-bind", n.WAN,
+		"--primary-idc", "dc1",
 		"--data-dir", n.DataDir, "--fs-root", n.FSRoot,
 		"--encrypt", c.EncryptKey, "--api-token", c.Token,
 		"--control-size", strconv.Itoa(c.ControlSize),
@@ -229,12 +261,12 @@ func (c *Cluster) agentArgs(n *Node, opts Options) []string {
 // launch starts one agent process. It gets its own process group so that a
 // Ctrl-C in the terminal reaches `herd dev` only, which then stops the
 // agents in order.
-func (c *Cluster) launch(n *Node, args []string) error {
+func (c *Cluster) launch(n *Node) error {
 	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("%s log: %w", n.Name, err)
 	}
-	cmd := exec.Command(c.bin, args...)
+	cmd := exec.Command(c.bin, n.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = append(os.Environ(), "HERD_TOKEN=", "HERD_NODE=")
@@ -242,13 +274,26 @@ func (c *Cluster) launch(n *Node, args []string) error {
 		logf.Close()
 		return fmt.Errorf("starting %s: %w", n.Name, err)
 	}
-	n.cmd, n.PID = cmd, cmd.Process.Pid
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.PID, n.done = cmd, cmd.Process.Pid, done
+	n.mu.Unlock()
 	go func() {
-		n.err = cmd.Wait()
+		_ = cmd.Wait() // the exit shows in Exited and the node's log
 		logf.Close()
-		close(n.done)
+		close(done)
 	}()
 	return nil
+}
+
+// Restart starts node i again with its original arguments and data dir,
+// after it has exited (see Signal and WaitExit).
+func (c *Cluster) Restart(i int) error {
+	n := c.Nodes[i]
+	if !n.Exited() {
+		return fmt.Errorf("%s is still running", n.Name)
+	}
+	return c.launch(n)
 }
 
 // WaitConverged blocks until every running node reports every running node
@@ -280,7 +325,7 @@ func (c *Cluster) WaitConverged(ctx context.Context) error {
 		}
 		for _, n := range c.Nodes {
 			if n.Exited() && !c.isStopped() {
-				return fmt.Errorf("%s exited early (%v); its log:\n%s", n.Name, n.err, tail(n.Log, 20))
+				return fmt.Errorf("%s exited early; its log:\n%s", n.Name, tail(n.Log, 20))
 			}
 		}
 		if pending == 0 {
@@ -316,16 +361,18 @@ func (c *Cluster) Client(i int) (*api.Client, error) {
 // Signal sends sig to node i.
 func (c *Cluster) Signal(i int, sig syscall.Signal) error {
 	n := c.Nodes[i]
-	if n.cmd == nil || n.cmd.Process == nil {
+	cmd, _ := n.process()
+	if cmd == nil || cmd.Process == nil {
 		return fmt.Errorf("%s is not running", n.Name)
 	}
-	return n.cmd.Process.Signal(sig)
+	return cmd.Process.Signal(sig)
 }
 
 // WaitExit waits for node i's process to end.
 func (c *Cluster) WaitExit(ctx context.Context, i int) error {
+	_, done := c.Nodes[i].process()
 	select {
-	case <-c.Nodes[i].done:
+	case <-done:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%s did not exit: %w", c.Nodes[i].Name, ctx.Err())
@@ -343,23 +390,24 @@ func (c *Cluster) Stop(timeout time.Duration) error {
 	c.stopped = true
 	c.mu.Unlock()
 	for _, n := range c.Nodes {
-		if n.cmd != nil && !n.Exited() {
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		if cmd, _ := n.process(); cmd != nil && !n.Exited() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
 		}
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	var errs []error
 	for _, n := range c.Nodes {
-		if n.cmd == nil {
+		cmd, done := n.process()
+		if cmd == nil {
 			continue
 		}
 		select {
-		case <-n.done:
+		case <-done:
 		case <-deadline.C:
 			deadline.Reset(time.Second)
-			_ = syscall.Kill(-n.PID, syscall.SIGKILL)
-			<-n.done
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
 			errs = append(errs, fmt.Errorf("%s did not stop within %s and was killed", n.Name, timeout))
 		}
 	}
@@ -389,10 +437,10 @@ func (c *Cluster) writeInfo() error {
 	return os.Rename(tmp, path)
 }
 
-// freePorts finds n distinct ports free for TCP and UDP on loopback (gossip
+// FreePorts finds n distinct ports free for TCP and UDP on loopback (gossip
 // uses both on one port). There is a window before the agent binds them;
-// for a dev mesh on one machine that is acceptable.
-func freePorts(n int) ([]int, error) {
+// for a dev mesh or a test on one machine that is acceptable.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var hold []net.Listener
 	defer func() {

@@ -1,0 +1,94 @@
+package consensus
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/herd-io/herd/consensus/state"
+)
+
+// ReplicationStatus describes how far this IDC's copy of the global
+// objects trails the primary IDC.
+type ReplicationStatus struct {
+	// Running is true while this node leads and replicates.
+	Running bool `json:"running"`
+	// SourceIndex is the primary's index of the last copy applied here.
+	SourceIndex uint64 `json:"source_index"`
+	// LastSuccess is when a copy last arrived (or was confirmed current).
+	LastSuccess time.Time `json:"last_success"`
+	// LastError is the last failure, cleared by the next success.
+	LastError string `json:"last_error,omitempty"`
+}
+
+type replicationStatus struct {
+	mu sync.Mutex
+	st ReplicationStatus
+}
+
+func (r *replicationStatus) get() ReplicationStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st
+}
+
+func (r *replicationStatus) update(fn func(*ReplicationStatus)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(&r.st)
+}
+
+// leadership runs while this node leads its IDC's control group; the group
+// cancels ctx when leadership is lost and calls it again on the next win.
+func (s *Server) leadership(ctx context.Context) {
+	if s.cfg.IDC == s.cfg.PrimaryIDC {
+		return
+	}
+	s.replicateGlobal(ctx)
+}
+
+// replicateGlobal keeps this IDC's copy of the global scope equal to the
+// primary's: a blocking query for the whole scope past the last source
+// index, then one raft command that replaces the scope (Consul's ACL
+// replication pattern). Config objects are few and small, so a full copy
+// per change is simpler and safer than a diff stream.
+func (s *Server) replicateGlobal(ctx context.Context) {
+	s.repl.update(func(st *ReplicationStatus) { st.Running = true })
+	defer s.repl.update(func(st *ReplicationStatus) { st.Running = false })
+	s.log.Info("replicating global objects", "primary", s.cfg.PrimaryIDC)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		index := s.store.ReplicatedIndex(state.ScopeGlobal)
+		var entries []*state.KVEntry
+		qctx, cancel := context.WithTimeout(ctx, s.cfg.ReplicationWait+10*time.Second)
+		meta, err := s.Query(qctx, s.cfg.PrimaryIDC, "kv.list",
+			kvListArgs{Scope: state.ScopeGlobal},
+			QueryOptions{Consistency: ConsistencyStale, MinIndex: index, MaxWait: s.cfg.ReplicationWait}, &entries)
+		cancel()
+		if err == nil && meta.Index > index {
+			_, err = s.Apply(ctx, "", KVReplicateType, KVReplicateRequest{
+				Scope: state.ScopeGlobal, Entries: entries, SourceIndex: meta.Index,
+			})
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.repl.update(func(st *ReplicationStatus) { st.LastError = err.Error() })
+			s.log.Warn("global replication failed, will retry", "primary", s.cfg.PrimaryIDC, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		s.repl.update(func(st *ReplicationStatus) {
+			st.SourceIndex = max(meta.Index, st.SourceIndex)
+			st.LastSuccess = time.Now()
+			st.LastError = ""
+		})
+	}
+}
