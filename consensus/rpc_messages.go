@@ -85,5 +85,5 @@ type idcRequest struct {
 type idcResponse struct {
 	Apply  *ApplyResult   `json:"apply,omitempty"`
 	Query  *queryResponse `json:"query,omitempty"`
-	Status *ControlStatus  `json:"status,omitempty"`
+	Status *ControlStatus `json:"status,omitempty"`
 }

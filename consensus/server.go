@@ -232,4 +232,3 @@ var errNoControlMember = errors.New("no control group member is alive in this ID
 func unavailablef(format string, args ...any) error {
 	return p2p.Errorf(p2p.CodeUnavailable, format, args...)
 }
-

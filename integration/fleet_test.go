@@ -219,9 +219,14 @@ func TestFleetConvergesAndDetectsFailure(t *testing.T) {
 }
 
 // detectFailure kills host victim and returns how long until every other
-// live host of its IDC marks it failed, and whether any other host was ever
-// seen failed meanwhile (a false positive).
-func (f *fleet) detectFailure(ctx context.Context, victim int) (time.Duration, []string, error) {
+// live host of its IDC marks it failed, and whether any other live host was
+// ever seen failed meanwhile (a false positive). dead lists hosts killed
+// earlier.
+func (f *fleet) detectFailure(ctx context.Context, victim int, dead map[int]bool) (time.Duration, []string, error) {
+	deadNames := map[string]bool{}
+	for i := range dead {
+		deadNames[f.hosts.Hosts[i].Name] = true
+	}
 	name := f.hosts.Hosts[victim].Name
 	var mu sync.Mutex
 	var falsePositives []string
@@ -231,7 +236,7 @@ func (f *fleet) detectFailure(ctx context.Context, victim int) (time.Duration, [
 	}
 	err := cluster.WaitFor(ctx, 25*time.Millisecond, func() error {
 		for i := range f.hosts.Hosts {
-			if i == victim || f.idcs[i] != f.idcs[victim] {
+			if i == victim || dead[i] || f.idcs[i] != f.idcs[victim] {
 				continue
 			}
 			st, err := f.statuses(ctx, i)
@@ -239,7 +244,7 @@ func (f *fleet) detectFailure(ctx context.Context, victim int) (time.Duration, [
 				return err
 			}
 			for n, s := range st {
-				if n != name && (s == "failed" || s == "left") {
+				if n != name && !deadNames[n] && (s == "failed" || s == "left") {
 					mu.Lock()
 					falsePositives = append(falsePositives, f.hosts.Hosts[i].Name+" saw "+n+" "+s)
 					mu.Unlock()

@@ -10,8 +10,8 @@ report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
   echo "# machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3)"
   echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
   echo
-  echo "## mesh convergence (in-process; 100/500 on loopback sockets, 1000 on memberlist MockNetwork)"
-  go test ./integration -run '^$' -bench 'BenchmarkMeshConvergence' -benchtime 1x -timeout 30m
+  echo "## mesh convergence: N in-process nodes on memberlist's MockNetwork, one seed, until all see N alive"
+  go test ./mesh -run '^$' -bench 'BenchmarkConverge$' -benchtime 1x -timeout 30m
   echo
   echo "## failure detection, 20 netns hosts, shipped LAN timings (target <= 6 s, no false positives)"
   go test ./integration -run '^$' -bench 'BenchmarkFailureDetectionNetns' -benchtime 5x -timeout 20m
@@ -19,7 +19,7 @@ report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
   echo "## idle agent over ${HERD_IDLE_SECONDS:-60}s (target <= 40 MB RSS, < 1% of a core)"
   go test ./integration -run '^$' -bench 'BenchmarkIdleAgent' -benchtime 1x -timeout 10m
   echo
-  echo "## package micro-benchmarks"
-  go test ./mesh/... -run '^$' -bench . -benchmem -timeout 10m
+  echo "## node-stream RPC micro-benchmark"
+  go test ./mesh/p2p -run '^$' -bench . -benchmem -timeout 10m
 } 2>&1 | tee "$report"
 echo "report: $report"
