@@ -45,6 +45,38 @@ step "node1 pings node3 over an authenticated, encrypted node stream"
 step "node3 described by node1, forwarded over node streams (--on)"
 "$HERD" self --node "$first" --on node3
 
+step "each IDC elects its own control group (Raft) among its nodes; waiting for both"
+for node in "$first" "$second"; do
+  for _ in $(seq 1 150); do
+    if "$HERD" control status --node "$node" --json 2>/dev/null |
+      python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s.get("leader") else 1)'; then
+      break
+    fi
+    sleep 0.2
+  done
+done
+"$HERD" control status --node "$first"
+step "the control group of dc2, asked of a dc1 node (forwarded once across the WAN pool)"
+"$HERD" control status --node "$first" --idc dc2
+
+step "a global config object written in dc1 (the primary IDC), with compare-and-set"
+"$HERD" kv put --node "$third" app/web/version 41
+"$HERD" kv put --node "$third" --cas 1 app/web/version 42
+if "$HERD" kv put --node "$third" --cas 1 app/web/version 43; then
+  echo "unexpected: a stale --cas was accepted"; exit 1
+else
+  echo "(a second --cas 1 is refused: somebody changed the object meanwhile)"
+fi
+step "read back in dc2: replicated from the primary IDC"
+for _ in $(seq 1 100); do
+  [ "$("$HERD" kv get --node "$second" --stale app/web/version 2>/dev/null)" = 42 ] && break
+  sleep 0.1
+done
+printf 'app/web/version in dc2 = '; "$HERD" kv get --node "$second" --stale app/web/version; echo
+step "an IDC-scoped object stays in its IDC"
+"$HERD" kv put --node "$second" --idc dc2 lb/pool "10 backends"
+"$HERD" kv list --node "$second" --idc dc2
+
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   step "the mesh keeps running (herd dev pid $DEV)"
   echo "  source $DIR/env && $HERD members"
