@@ -19,6 +19,15 @@ report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
   echo "## idle agent over ${HERD_IDLE_SECONDS:-60}s (target <= 40 MB RSS, < 1% of a core)"
   go test ./integration -run '^$' -bench 'BenchmarkIdleAgent' -benchtime 1x -timeout 10m
   echo
+  echo "## control group: committed KV writes/s, 3 voters, via the HTTP API (leader's or a follower's)"
+  go test ./integration -run '^$' -bench 'BenchmarkKVWrite' -benchtime 3s -timeout 10m
+  echo
+  echo "## control group: kill -9 of the leader process -> first accepted write (target <= 3 s)"
+  go test ./integration -run '^$' -bench 'BenchmarkFailoverProcess' -benchtime 5x -timeout 10m
+  echo
+  echo "## control group: replication lag of global objects to a second IDC under 8 writers"
+  go test ./integration -run '^$' -bench 'BenchmarkReplicationLag' -benchtime 3s -timeout 10m
+  echo
   echo "## node-stream RPC micro-benchmark"
   go test ./mesh/p2p -run '^$' -bench . -benchmem -timeout 10m
 } 2>&1 | tee "$report"
