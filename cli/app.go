@@ -195,6 +195,15 @@ func (g globals) client() (*api.Client, error) {
 	return c, nil
 }
 
+// clientOn is client, with requests served by node on when it is set.
+func (g globals) clientOn(on string) (*api.Client, error) {
+	c, err := g.client()
+	if err != nil || on == "" {
+		return c, err
+	}
+	return c.On(on), nil
+}
+
 // context returns a context bounded by --timeout.
 func (g globals) context(parent context.Context) (context.Context, context.CancelFunc) {
 	if g.Timeout <= 0 {

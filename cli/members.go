@@ -70,12 +70,9 @@ func runMembers(ctx context.Context, opts MembersOptions, w io.Writer) error {
 	default:
 		return usagef("status %q: want alive, suspect, failed or left", opts.Query.Status)
 	}
-	client, err := opts.client()
+	client, err := opts.clientOn(opts.On)
 	if err != nil {
 		return err
-	}
-	if opts.On != "" {
-		client = client.On(opts.On)
 	}
 	ctx, cancel := opts.context(ctx)
 	defer cancel()

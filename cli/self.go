@@ -34,12 +34,9 @@ streams): its name, IDC, peer ID, addresses, labels and last health sample.`,
 }
 
 func runSelf(ctx context.Context, opts SelfOptions, w io.Writer) error {
-	client, err := opts.client()
+	client, err := opts.clientOn(opts.On)
 	if err != nil {
 		return err
-	}
-	if opts.On != "" {
-		client = client.On(opts.On)
 	}
 	ctx, cancel := opts.context(ctx)
 	defer cancel()

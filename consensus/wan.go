@@ -225,11 +225,9 @@ func (w *wanPool) members() []WANMember {
 	return out
 }
 
+// leave departs the WAN pool gracefully.
 func (w *wanPool) leave() error {
-	w.mu.Lock()
-	m := w.mesh
-	w.mesh = nil
-	w.mu.Unlock()
+	m := w.take()
 	if m == nil {
 		return nil
 	}
@@ -237,13 +235,19 @@ func (w *wanPool) leave() error {
 	return m.Shutdown()
 }
 
+// shutdown stops the WAN pool without telling its members.
 func (w *wanPool) shutdown() error {
+	if m := w.take(); m != nil {
+		return m.Shutdown()
+	}
+	return nil
+}
+
+// take detaches the current WAN mesh, if any, for stopping.
+func (w *wanPool) take() *mesh.Mesh {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	m := w.mesh
 	w.mesh = nil
-	w.mu.Unlock()
-	if m == nil {
-		return nil
-	}
-	return m.Shutdown()
+	return m
 }

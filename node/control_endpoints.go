@@ -92,12 +92,10 @@ func setIndexHeaders(w http.ResponseWriter, meta consensus.QueryMeta) {
 }
 
 func (s *apiServer) kvGet(w http.ResponseWriter, r *http.Request) {
-	opts, err := queryOptions(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+	opts, ctx, cancel, ok := readOptions(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := blockingContext(r.Context(), opts)
 	defer cancel()
 	key := r.PathValue("key")
 	e, meta, err := s.agent.control.KVGet(ctx, kvScope(r), key, opts)
@@ -114,12 +112,10 @@ func (s *apiServer) kvGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) kvList(w http.ResponseWriter, r *http.Request) {
-	opts, err := queryOptions(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+	opts, ctx, cancel, ok := readOptions(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := blockingContext(r.Context(), opts)
 	defer cancel()
 	entries, meta, err := s.agent.control.KVList(ctx, kvScope(r), r.URL.Query().Get("prefix"), opts)
 	if err != nil {
@@ -169,6 +165,18 @@ func (s *apiServer) kvDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// readOptions parses a read's options and bounds its context; on bad input
+// it has answered and returns ok false.
+func readOptions(w http.ResponseWriter, r *http.Request) (consensus.QueryOptions, context.Context, context.CancelFunc, bool) {
+	opts, err := queryOptions(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+		return opts, nil, nil, false
+	}
+	ctx, cancel := blockingContext(r.Context(), opts)
+	return opts, ctx, cancel, true
 }
 
 // blockingContext gives a blocking read room for its wait plus slack.

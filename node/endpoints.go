@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
 	"github.com/herd-io/herd/node/api"
@@ -76,14 +78,8 @@ func (s *apiServer) members(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) ping(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	m, err := s.agent.aliveMember(name)
-	if err != nil {
-		writeError(w, http.StatusNotFound, api.CodeNotFound, err.Error())
-		return
-	}
-	pid, err := p2p.ParsePeerID(m.Meta.ID)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Sprintf("member %s: %v", name, err))
+	m, pid, ok := s.peerOf(w, name)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -94,6 +90,22 @@ func (s *apiServer) ping(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Ping{From: s.agent.Name(), To: name, RTT: rtt})
+}
+
+// peerOf resolves an alive member's stream identity; when it cannot, it
+// has answered the request and returns ok false.
+func (s *apiServer) peerOf(w http.ResponseWriter, name string) (mesh.Member, peer.ID, bool) {
+	m, err := s.agent.aliveMember(name)
+	if err != nil {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, err.Error())
+		return m, "", false
+	}
+	pid, err := p2p.ParsePeerID(m.Meta.ID)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Sprintf("member %s: %v", name, err))
+		return m, "", false
+	}
+	return m, pid, true
 }
 
 // errNoMember is returned for names that are not alive members.

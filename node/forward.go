@@ -30,14 +30,8 @@ func (a *Agent) registerStreams() {
 
 // forwardHTTP relays r to the named member and copies its answer back.
 func (s *apiServer) forwardHTTP(w http.ResponseWriter, r *http.Request, name string) {
-	m, err := s.agent.aliveMember(name)
-	if err != nil {
-		writeError(w, http.StatusNotFound, api.CodeNotFound, err.Error())
-		return
-	}
-	pid, err := p2p.ParsePeerID(m.Meta.ID)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, api.CodeInternal, fmt.Sprintf("member %s: %v", name, err))
+	m, pid, ok := s.peerOf(w, name)
+	if !ok {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody+1))
