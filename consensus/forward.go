@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -89,22 +90,78 @@ func (s *Server) applyOnce(ctx context.Context, cmd []byte) (*ApplyResult, error
 	if r := s.group.Raft(); r != nil && r.State() == raft.Leader {
 		return s.applyAsLeader(ctx, r, cmd)
 	}
-	leader, err := s.leaderMember()
+	target, err := s.leaderMember()
 	if err != nil {
 		return nil, err
 	}
-	res, err := callPeer[applyRequest, ApplyResult](ctx, s, leader, protoApply, applyRequest{Command: cmd})
+	// A leader that vanished without closing its connections would hold
+	// the call until the whole write times out; cap each attempt so the
+	// retry (same request ID: applied once) reaches the new leader.
+	actx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
+	defer cancel()
+	res, err := callPeer[applyRequest, ApplyResult](actx, s, target, protoApply, applyRequest{Command: cmd})
 	if err != nil {
-		return nil, err
+		s.noteFailure(ctx, actx, target.Name, &err)
+		return nil, fmt.Errorf("forwarding to %s: %w", target.Name, err)
 	}
 	return &res, nil
+}
+
+// forwardAttemptTimeout bounds one forwarded write or read: a few election
+// timeouts, so a dead leader costs one attempt, not the whole deadline.
+const forwardAttemptTimeout = 3 * time.Second
+
+// suspectLeaders remembers members whose forwarded call just failed, so the
+// next attempt tries another candidate while gossip has not yet declared
+// the old leader failed.
+type suspectLeaders struct {
+	mu    sync.Mutex
+	since map[string]time.Time
+}
+
+// noteFailure marks target suspect when the call failed in transport (no
+// connection, or the attempt's own deadline passed) rather than with an
+// answer: a leader that answers "not ready yet" is alive and stays
+// preferred. A timed-out attempt's error is replaced by one naming it.
+func (s *Server) noteFailure(ctx, attempt context.Context, target string, err *error) {
+	timedOut := ctx.Err() == nil && attempt.Err() != nil
+	var perr *p2p.Error
+	if timedOut || (errors.As(*err, &perr) && perr.Unwrap() != nil) {
+		s.suspects.mark(target)
+	}
+	if timedOut {
+		*err = unavailablef("%s did not answer within %s", target, forwardAttemptTimeout)
+	}
+}
+
+// suspectFor is how long a failed leader is passed over.
+const suspectFor = 5 * time.Second
+
+func (sl *suspectLeaders) mark(name string) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.since == nil {
+		sl.since = map[string]time.Time{}
+	}
+	sl.since[name] = time.Now()
+}
+
+func (sl *suspectLeaders) suspect(name string) bool {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	t, ok := sl.since[name]
+	if ok && time.Since(t) > suspectFor {
+		delete(sl.since, name)
+		return false
+	}
+	return ok
 }
 
 // applyAsLeader commits on this node's raft.
 func (s *Server) applyAsLeader(ctx context.Context, r *raft.Raft, cmd []byte) (*ApplyResult, error) {
 	timeout := time.Until(deadlineOr(ctx, 5*time.Second))
 	f := r.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	if err := waitFuture(ctx, f); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return nil, unavailablef("leadership moved: %v", err)
 		}
@@ -141,21 +198,31 @@ func (s *Server) noQuorumError(last error) error {
 	if leader == "" {
 		return unavailablef("no leader in the control group of IDC %s: a majority of its voters is unreachable (last error: %v)", s.cfg.IDC, last)
 	}
-	return unavailablef("the control group of IDC %s did not commit in time; leader %s may have lost its majority (last error: %v)", s.cfg.IDC, leader, last)
+	return unavailablef("the control group of IDC %s did not answer in time (current leader: %s; last error: %v)", s.cfg.IDC, leader, last)
 }
 
-// leaderMember finds this IDC's leader: raft's own knowledge on members,
-// else the "leader" role in gossip metadata.
+// leaderMember finds where to send this IDC's leader-only requests: raft's
+// own knowledge on members, else the "leader" role in gossip metadata,
+// passing over leaders whose last call failed; failing those, a voter,
+// which relays to the leader its raft knows (one hop).
 func (s *Server) leaderMember() (mesh.Member, error) {
-	if name := s.group.LeaderName(); name != "" {
+	if name := s.group.LeaderName(); name != "" && !s.suspects.suspect(name) {
 		if m, ok := s.cfg.LAN.Member(name); ok && alive(m) {
 			return m, nil
 		}
 	}
-	for _, m := range s.cfg.LAN.Members() {
-		if alive(m) && slices.Contains(m.Meta.Roles, RoleLeader) {
+	var fallback []mesh.Member
+	for _, m := range s.controlMembers() {
+		if s.suspects.suspect(m.Name) || m.Name == s.cfg.Name {
+			continue
+		}
+		if slices.Contains(m.Meta.Roles, RoleLeader) {
 			return m, nil
 		}
+		fallback = append(fallback, m)
+	}
+	if len(fallback) > 0 {
+		return fallback[0], nil
 	}
 	return mesh.Member{}, unavailablef("no known leader in IDC %s", s.cfg.IDC)
 }
@@ -224,6 +291,20 @@ func callPeer[Req, Resp any](ctx context.Context, s *Server, m mesh.Member, prot
 	return p2p.CallJSON[Req, Resp](ctx, s.cfg.Host, pid, m.Meta.P2P, proto, req)
 }
 
+// waitFuture waits for a raft future or ctx. raft may never answer a future
+// queued while it shuts down (hashicorp/raft#498): waiting on ctx too keeps
+// a handler, and the host's Close that waits for handlers, from hanging.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func deadlineOr(ctx context.Context, d time.Duration) time.Time {
 	if dl, ok := ctx.Deadline(); ok {
 		return dl
@@ -288,9 +369,19 @@ func (s *Server) queryLocalIDC(ctx context.Context, req queryRequest) (*queryRes
 	for {
 		m, err := s.leaderMember()
 		if err == nil {
-			if err = call(ctx, m); err == nil {
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if req.Options.MinIndex == 0 {
+				// Blocking reads wait on purpose; others get the same
+				// per-attempt bound as writes.
+				actx, cancel = context.WithTimeout(ctx, forwardAttemptTimeout)
+			}
+			err = call(actx, m)
+			if err == nil {
+				cancel()
 				return out, nil
 			}
+			s.noteFailure(ctx, actx, m.Name, &err)
+			cancel()
 		}
 		if !retryable(err) {
 			return nil, err
@@ -329,12 +420,18 @@ func (s *Server) serveQuery(ctx context.Context, req queryRequest) (*queryRespon
 	if r == nil {
 		return nil, unavailablef("%s is not a control member", s.cfg.Name)
 	}
+	if req.Options.Consistency != ConsistencyStale {
+		if r.State() != raft.Leader {
+			return nil, unavailablef("%s is not the leader", s.cfg.Name)
+		}
+		if !s.readyForReads() {
+			return nil, unavailablef("%s has just become leader and is still applying earlier entries", s.cfg.Name)
+		}
+	}
 	if req.Options.Consistency == ConsistencyStrong {
-		if err := r.VerifyLeader().Error(); err != nil {
+		if err := waitFuture(ctx, r.VerifyLeader()); err != nil {
 			return nil, unavailablef("leadership not confirmed by a quorum: %v", err)
 		}
-	} else if req.Options.Consistency != ConsistencyStale && r.State() != raft.Leader {
-		return nil, unavailablef("%s is not the leader", s.cfg.Name)
 	}
 	wait := min(req.Options.MaxWait, maxQueryWait)
 	if req.Options.MinIndex > 0 && wait <= 0 {
@@ -446,6 +543,16 @@ func (s *Server) forwardIDC(ctx context.Context, req idcRequest) (*idcResponse, 
 func (s *Server) registerEndpoints() {
 	p2p.HandleJSON(s.cfg.Host, protoApply, func(ctx context.Context, _ peer.ID, req applyRequest) (ApplyResult, error) {
 		r := s.group.Raft()
+		if r != nil && r.State() != raft.Leader && !req.Relayed {
+			// A member that knows the leader from raft relays once: callers
+			// whose gossip view still names a dead leader get through.
+			if name := s.group.LeaderName(); name != "" && name != s.cfg.Name {
+				if m, ok := s.cfg.LAN.Member(name); ok && alive(m) {
+					req.Relayed = true
+					return callPeer[applyRequest, ApplyResult](ctx, s, m, protoApply, req)
+				}
+			}
+		}
 		if r == nil || r.State() != raft.Leader {
 			return ApplyResult{}, unavailablef("%s is not the leader of IDC %s", s.cfg.Name, s.cfg.IDC)
 		}

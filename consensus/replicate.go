@@ -40,12 +40,25 @@ func (r *replicationStatus) update(fn func(*ReplicationStatus)) {
 
 // leadership runs while this node leads its IDC's control group; the group
 // cancels ctx when leadership is lost and calls it again on the next win.
+//
+// The group calls it only after a barrier: every entry of earlier terms is
+// applied. Until then this leader's state may trail what was committed, so
+// default and consistent reads wait for it (Consul's readyForConsistentReads).
 func (s *Server) leadership(ctx context.Context) {
+	gen := s.leaderGen.Add(1)
+	s.readyGen.Store(gen)
+	// A later term's call may already have marked itself ready.
+	defer s.readyGen.CompareAndSwap(gen, 0)
 	if s.cfg.IDC == s.cfg.PrimaryIDC {
+		<-ctx.Done()
 		return
 	}
 	s.replicateGlobal(ctx)
 }
+
+// readyForReads reports whether this leader has applied every earlier
+// entry (see leadership).
+func (s *Server) readyForReads() bool { return s.readyGen.Load() != 0 }
 
 // replicateGlobal keeps this IDC's copy of the global scope equal to the
 // primary's: a blocking query for the whole scope past the last source

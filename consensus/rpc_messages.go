@@ -59,6 +59,9 @@ type QueryMeta struct {
 
 type applyRequest struct {
 	Command []byte `json:"command"`
+	// Relayed is set by a member that passed the request on to the leader
+	// it knows; it is not passed on again.
+	Relayed bool `json:"relayed,omitempty"`
 }
 
 type queryRequest struct {

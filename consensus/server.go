@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herd-io/herd/consensus/state"
@@ -52,6 +53,11 @@ type Server struct {
 	wan   *wanPool
 
 	repl replicationStatus
+	// leaderGen numbers leadership terms as seen by leadership; readyGen is
+	// the generation ready for leader reads, 0 when none.
+	leaderGen, readyGen atomic.Uint64
+	// suspects remembers leaders whose forwarded call failed recently.
+	suspects suspectLeaders
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

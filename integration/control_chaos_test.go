@@ -117,13 +117,19 @@ func logTail(path string, n int) string {
 	if err != nil {
 		return "(log unreadable: " + err.Error() + ")"
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	return tailLines(string(data), n)
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // ack is one acknowledged write.
 type ack struct {
 	key, value string
+	node       string // the node whose API took the write
 	at         time.Time
 }
 
@@ -141,10 +147,10 @@ func (w *writeLog) attempt(key, value string) {
 	w.attempted[key] = value
 }
 
-func (w *writeLog) ack(key, value string, at time.Time) {
+func (w *writeLog) ack(key, value, node string, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.acked = append(w.acked, ack{key, value, at})
+	w.acked = append(w.acked, ack{key, value, node, at})
 }
 
 func (w *writeLog) fail(err error) {
@@ -169,9 +175,9 @@ func (w *writeLog) ackedAfter(t time.Time) (int, time.Time) {
 	return n, first
 }
 
-// SIGKILL of the leader while three writers stream distinct keys through
+// SIGKILL of the leader while four writers stream distinct keys through
 // the other nodes: every acknowledged write survives, a different node
-// leads, and writes resume within seconds.
+// leads and takes writes. The failover time is logged, per node.
 func TestControlChaosKillLeaderDuringWrites(t *testing.T) {
 	c := startDevKilled(t, 5)
 	ctx := ctxTimeout(t, 120*time.Second)
@@ -198,7 +204,9 @@ func TestControlChaosKillLeaderDuringWrites(t *testing.T) {
 	w := &writeLog{attempted: map[string]string{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for g := range 3 {
+	// One writer per surviving node, so that each node's failover shows:
+	// voters learn the new leader from raft, plain nodes from gossip.
+	for g, via := range others {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -211,13 +219,13 @@ func TestControlChaosKillLeaderDuringWrites(t *testing.T) {
 				key, value := fmt.Sprintf("chaos/w%d/%05d", g, n), fmt.Sprintf("value-%d-%d", g, n)
 				w.attempt(key, value)
 				rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				_, err := clients[others[(g+n)%len(others)]].KVPut(rctx, key, []byte(value), "", nil)
+				_, err := clients[via].KVPut(rctx, key, []byte(value), "", nil)
 				cancel()
 				if err != nil {
 					w.fail(err)
 					continue
 				}
-				w.ack(key, value, time.Now())
+				w.ack(key, value, c.Nodes[via].Name, time.Now())
 			}
 		}()
 	}
@@ -257,6 +265,20 @@ func TestControlChaosKillLeaderDuringWrites(t *testing.T) {
 	_, first := w.ackedAfter(exited)
 	t.Logf("failover: first write acknowledged %s after SIGKILL of leader %s (%d writes acknowledged, %d errors)",
 		first.Sub(killed).Round(time.Millisecond), oldLeader, len(w.acked), len(w.errs))
+	var perNode []string
+	for _, i := range others {
+		name, role := c.Nodes[i].Name, "plain"
+		if slices.Contains(voterNames(st), name) {
+			role = "voter"
+		}
+		for _, a := range w.acked {
+			if a.node == name && a.at.After(exited) {
+				perNode = append(perNode, fmt.Sprintf("%s (%s) %s", name, role, a.at.Sub(killed).Round(time.Millisecond)))
+				break
+			}
+		}
+	}
+	t.Logf("failover: first acknowledgement through each node: %s", strings.Join(perNode, ", "))
 
 	survivor := devClient(t, c, others[0])
 	st, err = waitStatus(ctx, survivor, formed(3), func(st *api.ControlStatus) error {
