@@ -28,8 +28,9 @@ func membersCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "members",
 		Usage: "list the nodes of an IDC with their status and health",
-		Description: `Lists the members of the answering node's gossip pool (its IDC). Health comes
-from gossip, so any node gives the same answer without a central server.
+		Description: `Lists the members of the answering node's gossip pool (its IDC), or with --idc
+those of another IDC, answered by one of its nodes across the WAN pool. Health comes from
+gossip, so any node gives the same answer without a central server.
 
   herd members
   herd members --status alive --select 'role=web,env in (prod,staging),!canary'

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -539,6 +540,23 @@ func (s *Server) forwardIDC(ctx context.Context, req idcRequest) (*idcResponse, 
 	return out, err
 }
 
+// relayPrefix limits RelayIDC to the node API's protocols.
+const relayPrefix = "/herd/api/"
+
+// RelayIDC has a node of another IDC serve a node-API stream call (protocol
+// under /herd/api/) and returns its answer: how a node answers for IDCs
+// outside its own gossip pool.
+func (s *Server) RelayIDC(ctx context.Context, idc string, proto protocol.ID, body []byte) ([]byte, error) {
+	if idc == s.cfg.IDC {
+		return s.cfg.Host.Call(ctx, s.cfg.Host.ID(), "", proto, body)
+	}
+	resp, err := s.forwardIDC(ctx, idcRequest{IDC: idc, Relay: &relayRequest{Proto: proto, Body: body}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Relay, nil
+}
+
 // registerEndpoints installs the control plane's node-stream handlers.
 func (s *Server) registerEndpoints() {
 	p2p.HandleJSON(s.cfg.Host, protoApply, func(ctx context.Context, _ peer.ID, req applyRequest) (ApplyResult, error) {
@@ -605,6 +623,16 @@ func (s *Server) serveIDC(ctx context.Context, _ peer.ID, req idcRequest) (idcRe
 			return out, err
 		}
 		out.Query = res
+	case req.Relay != nil:
+		if !strings.HasPrefix(string(req.Relay.Proto), relayPrefix) {
+			return out, p2p.Errorf(p2p.CodeForbidden, "protocol %s cannot be relayed across IDCs", req.Relay.Proto)
+		}
+		// Served by this node's own handler, as if called locally.
+		body, err := s.cfg.Host.Call(ctx, s.cfg.Host.ID(), "", req.Relay.Proto, req.Relay.Body)
+		if err != nil {
+			return out, err
+		}
+		out.Relay = body
 	case req.Status:
 		st, err := s.localStatus(ctx)
 		if err != nil {

@@ -75,17 +75,26 @@ type queryResponse struct {
 	Result json.RawMessage `json:"result"`
 }
 
-// idcRequest is one of apply, query or status aimed at another IDC.
+// relayRequest is a node-API stream call to be served by any node of
+// another IDC (e.g. its member list).
+type relayRequest struct {
+	Proto protocol.ID `json:"proto"`
+	Body  []byte      `json:"body"`
+}
+
+// idcRequest is one of apply, query, status or relay aimed at another IDC.
 type idcRequest struct {
 	IDC    string        `json:"idc"`
 	Apply  *applyRequest `json:"apply,omitempty"`
 	Query  *queryRequest `json:"query,omitempty"`
 	Status bool          `json:"status,omitempty"`
+	Relay  *relayRequest `json:"relay,omitempty"`
 	// Hops guards against forwarding loops: a request crosses the WAN once.
 	Hops int `json:"hops"`
 }
 
 type idcResponse struct {
+	Relay  []byte         `json:"relay,omitempty"`
 	Apply  *ApplyResult   `json:"apply,omitempty"`
 	Query  *queryResponse `json:"query,omitempty"`
 	Status *ControlStatus `json:"status,omitempty"`

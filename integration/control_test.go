@@ -208,6 +208,11 @@ func TestControlTwoIDCs(t *testing.T) {
 	if err != nil || string(e.Value) != "z" {
 		t.Fatalf("cross-IDC read: %+v, %v", e, err)
 	}
+	// Members of the other IDC, answered by one of its nodes across the WAN.
+	ms, err := c.Client(dc1).Members(ctx, api.MembersQuery{IDC: "dc2"})
+	if err != nil || ms.IDC != "dc2" || len(ms.Members) != 3 {
+		t.Fatalf("members --idc dc2 from dc1: %+v, %v", ms, err)
+	}
 	st, err = c.Client(dc2).ControlStatus(ctx, "")
 	if err != nil || st.Replication == nil || st.Replication.SourceIndex == 0 {
 		t.Fatalf("dc2 replication status: %+v, %v", st, err)

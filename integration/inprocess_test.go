@@ -149,10 +149,16 @@ func TestForwardingAndPing(t *testing.T) {
 	if !errors.As(err, &re) || re.Err.Code != api.CodeNotFound {
 		t.Fatalf("forward to unknown member: %v", err)
 	}
-	// Other IDCs are not served by this pool.
-	_, err = c.Client(0).Members(ctx, api.MembersQuery{IDC: "elsewhere"})
-	if !errors.As(err, &re) || re.Err.Code != api.CodeNotFound {
-		t.Fatalf("members of unknown IDC: %v", err)
+	// An IDC nobody knows is a clear not-found, once the WAN pool is up.
+	err = cluster.WaitFor(ctx, 100*time.Millisecond, func() error {
+		_, err := c.Client(0).Members(ctx, api.MembersQuery{IDC: "elsewhere"})
+		if !errors.As(err, &re) || re.Err.Code != api.CodeNotFound {
+			return fmt.Errorf("members of unknown IDC: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -43,11 +43,9 @@ func (s *apiServer) members(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	idc := q.Get("idc")
 	if idc != "" && idc != s.agent.IDC() {
-		// Each IDC is its own gossip pool; the control group's WAN pool will
-		// route requests between IDCs.
-		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf(
-			"IDC %q is not known to node %s, whose gossip pool is IDC %q; ask a node of %q",
-			idc, s.agent.Name(), s.agent.IDC(), idc))
+		// Each IDC is its own gossip pool: a node of that IDC answers,
+		// reached once across the WAN pool.
+		s.relayToIDC(w, r, idc)
 		return
 	}
 	status := q.Get("status")

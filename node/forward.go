@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,34 @@ func (s *apiServer) forwardHTTP(w http.ResponseWriter, r *http.Request, name str
 		writeError(w, http.StatusBadGateway, api.CodeUnavailable, fmt.Sprintf("forwarding to %s: %v", name, err))
 		return
 	}
+	writeForwarded(w, resp)
+}
+
+// relayToIDC has a node of another IDC serve r (a GET) and copies its
+// answer back.
+func (s *apiServer) relayToIDC(w http.ResponseWriter, r *http.Request, idc string) {
+	body, err := json.Marshal(forwardRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query().Encode()})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout)
+	defer cancel()
+	raw, err := s.agent.control.RelayIDC(ctx, idc, protoAPI, body)
+	if err != nil {
+		writeControlError(w, err)
+		return
+	}
+	var resp forwardResponse
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		writeError(w, http.StatusBadGateway, api.CodeInternal, "bad answer from IDC "+idc+": "+err.Error())
+		return
+	}
+	writeForwarded(w, resp)
+}
+
+// writeForwarded copies a relayed answer to w.
+func writeForwarded(w http.ResponseWriter, resp forwardResponse) {
 	if resp.ContentType != "" {
 		w.Header().Set("Content-Type", resp.ContentType)
 	}
