@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -174,6 +175,14 @@ func (n *testNode) kill() {
 		return
 	}
 	n.stopped = true
+	// A stop that hangs is a bug: crash with every goroutine's stack
+	// rather than wait for the test timeout.
+	watchdog := time.AfterFunc(30*time.Second, func() {
+		buf := make([]byte, 8<<20)
+		fmt.Fprintf(os.Stderr, "%s: stop hangs; goroutines:\n%s\n", n.name, buf[:runtime.Stack(buf, true)])
+		panic(n.name + ": stop hangs for 30s")
+	})
+	defer watchdog.Stop()
 	_ = n.group.Shutdown()
 	_ = n.mesh.Shutdown()
 	_ = n.host.Close()

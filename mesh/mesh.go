@@ -41,7 +41,10 @@ type Mesh struct {
 	cfg *Config
 	log *slog.Logger
 
-	ml         *memberlist.Memberlist
+	ml *memberlist.Memberlist
+	// localAddr is the advertised gossip address, fixed at creation: read
+	// from memberlist's node record later, it would race with UpdateMeta.
+	localAddr  string
 	broadcasts *memberlist.TransmitLimitedQueue
 	table      *memberTable
 	events     *eventHub
@@ -108,6 +111,7 @@ func New(cfg *Config) (*Mesh, error) {
 		return nil, fmt.Errorf("mesh: start gossip on %s:%d: %w", c.BindAddr, c.BindPort, err)
 	}
 	m.ml = ml
+	m.localAddr = ml.LocalNode().Address()
 	m.encrypted = mlc.EncryptionEnabled()
 	m.publishLocal(func(st *nodeStateMsg) { st.Labels, st.Health = labels, h }, nil)
 
@@ -362,7 +366,7 @@ func (m *Mesh) Shutdown() error {
 // LocalAddr returns the gossip address peers reach this node at: the
 // advertised ip:port, with the real port after an ephemeral bind. It is
 // what other nodes pass to Join.
-func (m *Mesh) LocalAddr() string { return m.ml.LocalNode().Address() }
+func (m *Mesh) LocalAddr() string { return m.localAddr }
 
 // EncryptionEnabled reports whether gossip is encrypted.
 func (m *Mesh) EncryptionEnabled() bool { return m.encrypted }
