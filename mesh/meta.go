@@ -129,8 +129,20 @@ func (d *metaDecoder) uvarint() uint64 {
 		d.fail("bad length prefix")
 		return 0
 	}
+	// One value, one encoding: a padded varint (0x80 0x00 for 0) is not
+	// what any encoder writes, so it is corruption, not meta.
+	if n != uvarintLen(v) {
+		d.fail("non-minimal length prefix")
+		return 0
+	}
 	d.off += n
 	return v
+}
+
+// uvarintLen is the size of v's minimal uvarint encoding.
+func uvarintLen(v uint64) int {
+	var buf [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(buf[:], v)
 }
 
 func (d *metaDecoder) string() string {
