@@ -26,6 +26,30 @@ func leaderIndex(t testing.TB, c *cluster.Cluster, idc string) int {
 	return -1
 }
 
+// startWriters runs write(1..total) across clients goroutines and sends
+// the first error (or nil) on the returned channel once all have stopped.
+func startWriters(clients, total int, write func(n int64) error) <-chan error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := next.Add(1); n <= int64(total); n = next.Add(1) {
+				if err := write(n); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+			}
+		}()
+	}
+	out := make(chan error, 1)
+	go func() { wg.Wait(); out <- first }()
+	return out
+}
+
 // BenchmarkKVWrite measures committed writes per second in a 3-voter group
 // through the HTTP API: one client or many (raft batches concurrent
 // writes into one log append: group commit), sent to the leader's API or to
@@ -44,32 +68,15 @@ func BenchmarkKVWrite(b *testing.B) {
 		for _, clients := range []int{1, 16} {
 			b.Run(fmt.Sprintf("via=%s/clients=%d", via.name, clients), func(b *testing.B) {
 				client := c.Client(via.node)
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				errs := make(chan error, clients)
 				b.ResetTimer()
 				start := time.Now()
-				for w := 0; w < clients; w++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for {
-							n := next.Add(1)
-							if n > int64(b.N) {
-								return
-							}
-							key := fmt.Sprintf("bench/%s/%d/%d", via.name, clients, n)
-							if _, err := client.KVPut(ctx, key, []byte("v"), "", nil); err != nil {
-								errs <- err
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
+				err := <-startWriters(clients, b.N, func(n int64) error {
+					key := fmt.Sprintf("bench/%s/%d/%d", via.name, clients, n)
+					_, err := client.KVPut(ctx, key, []byte("v"), "", nil)
+					return err
+				})
 				elapsed := time.Since(start)
-				close(errs)
-				for err := range errs {
+				if err != nil {
 					b.Fatal(err)
 				}
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
@@ -173,35 +180,24 @@ func BenchmarkReplicationLag(b *testing.B) {
 	}
 	var mu sync.Mutex
 	var writes []write
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := next.Add(1)
-				if n > int64(b.N) {
-					return
-				}
-				key := fmt.Sprintf("lag/%d", n)
-				if _, err := primary.KVPut(ctx, key, []byte("v"), "", nil); err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				writes = append(writes, write{key, time.Now()})
-				mu.Unlock()
-			}
-		}()
-	}
+	finished := startWriters(8, b.N, func(n int64) error {
+		key := fmt.Sprintf("lag/%d", n)
+		if _, err := primary.KVPut(ctx, key, []byte("v"), "", nil); err != nil {
+			return err
+		}
+		mu.Lock()
+		writes = append(writes, write{key, time.Now()})
+		mu.Unlock()
+		return nil
+	})
 	// Sample the replica while the writers run and after: a key's lag is
 	// the first time it is seen there minus its acknowledgement.
 	seen := map[string]time.Time{}
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	var writeErr error
+	go func() { writeErr = <-finished; close(done) }()
 	err := cluster.WaitFor(ctx, 2*time.Millisecond, func() error {
 		_, entries, err := dc2.KVList(nil, "global", "lag/")
 		if err != nil {
@@ -225,6 +221,9 @@ func BenchmarkReplicationLag(b *testing.B) {
 	})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if writeErr != nil {
+		b.Fatal(writeErr)
 	}
 	elapsed := time.Since(start)
 	var lags []time.Duration
