@@ -67,45 +67,62 @@ func (s *Server) Apply(ctx context.Context, idc string, t MessageType, body any)
 // applyLocalIDC sends cmd to this IDC's leader, retrying while leadership
 // moves. The request ID inside cmd makes retries idempotent.
 func (s *Server) applyLocalIDC(ctx context.Context, cmd []byte) (*ApplyResult, error) {
-	backoff := 50 * time.Millisecond
-	var lastErr error
-	for {
-		res, err := s.applyOnce(ctx, cmd)
-		if err == nil {
-			return res, nil
+	var res *ApplyResult
+	err := s.retryLeader(ctx, func(ctx context.Context) error {
+		if r := s.group.Raft(); r != nil && r.State() == raft.Leader {
+			var err error
+			res, err = s.applyAsLeader(ctx, r, cmd)
+			return err
 		}
-		lastErr = err
-		if !retryable(err) {
-			return nil, err
+		return s.callLeader(ctx, true, func(ctx context.Context, m mesh.Member) error {
+			r, err := callPeer[applyRequest, ApplyResult](ctx, s, m, protoApply, applyRequest{Command: cmd})
+			if err == nil {
+				res = &r
+			}
+			return err
+		})
+	})
+	return res, err
+}
+
+// retryLeader runs attempt until it succeeds, fails for good, or ctx ends,
+// backing off while leadership moves; at the end it explains what an
+// operator needs to know (see noQuorumError).
+func (s *Server) retryLeader(ctx context.Context, attempt func(context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := attempt(ctx)
+		if err == nil || !retryable(err) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, s.noQuorumError(lastErr)
+			return s.noQuorumError(err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
 }
 
-func (s *Server) applyOnce(ctx context.Context, cmd []byte) (*ApplyResult, error) {
-	if r := s.group.Raft(); r != nil && r.State() == raft.Leader {
-		return s.applyAsLeader(ctx, r, cmd)
-	}
-	target, err := s.leaderMember()
+// callLeader makes one call to this IDC's leader (see leaderMember). A
+// bounded call gets forwardAttemptTimeout: a leader that vanished without
+// closing its connections would otherwise hold it until the whole request
+// times out. Blocking reads are unbounded: they wait on purpose.
+func (s *Server) callLeader(ctx context.Context, bounded bool, call func(context.Context, mesh.Member) error) error {
+	m, err := s.leaderMember()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// A leader that vanished without closing its connections would hold
-	// the call until the whole write times out; cap each attempt so the
-	// retry (same request ID: applied once) reaches the new leader.
-	actx, cancel := context.WithTimeout(ctx, forwardAttemptTimeout)
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if bounded {
+		actx, cancel = context.WithTimeout(ctx, forwardAttemptTimeout)
+	}
 	defer cancel()
-	res, err := callPeer[applyRequest, ApplyResult](actx, s, target, protoApply, applyRequest{Command: cmd})
-	if err != nil {
-		s.noteFailure(ctx, actx, target.Name, &err)
-		return nil, fmt.Errorf("forwarding to %s: %w", target.Name, err)
+	if err := call(actx, m); err != nil {
+		s.noteFailure(ctx, actx, m.Name, &err)
+		return fmt.Errorf("forwarding to %s: %w", m.Name, err)
 	}
-	return &res, nil
+	return nil
 }
 
 // forwardAttemptTimeout bounds one forwarded write or read: a few election
@@ -366,34 +383,10 @@ func (s *Server) queryLocalIDC(ctx context.Context, req queryRequest) (*queryRes
 	if req.Options.Consistency == ConsistencyStale {
 		return out, s.callMember(ctx, call)
 	}
-	backoff := 50 * time.Millisecond
-	for {
-		m, err := s.leaderMember()
-		if err == nil {
-			actx, cancel := ctx, context.CancelFunc(func() {})
-			if req.Options.MinIndex == 0 {
-				// Blocking reads wait on purpose; others get the same
-				// per-attempt bound as writes.
-				actx, cancel = context.WithTimeout(ctx, forwardAttemptTimeout)
-			}
-			err = call(actx, m)
-			if err == nil {
-				cancel()
-				return out, nil
-			}
-			s.noteFailure(ctx, actx, m.Name, &err)
-			cancel()
-		}
-		if !retryable(err) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, s.noQuorumError(err)
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 500*time.Millisecond)
-	}
+	err := s.retryLeader(ctx, func(ctx context.Context) error {
+		return s.callLeader(ctx, req.Options.MinIndex == 0, call)
+	})
+	return out, err
 }
 
 func (s *Server) canServe(c Consistency) bool {
