@@ -195,13 +195,19 @@ func (g globals) client() (*api.Client, error) {
 	return c, nil
 }
 
-// clientOn is client, with requests served by node on when it is set.
-func (g globals) clientOn(on string) (*api.Client, error) {
+// connect is the prelude of every API command: a client (whose requests
+// node on serves, when set) and a context bounded by --timeout. cancel is
+// never nil.
+func (g globals) connect(parent context.Context, on string) (*api.Client, context.Context, context.CancelFunc, error) {
 	c, err := g.client()
-	if err != nil || on == "" {
-		return c, err
+	if err != nil {
+		return nil, parent, func() {}, err
 	}
-	return c.On(on), nil
+	if on != "" {
+		c = c.On(on)
+	}
+	ctx, cancel := g.context(parent)
+	return c, ctx, cancel, nil
 }
 
 // context returns a context bounded by --timeout.

@@ -40,12 +40,11 @@ While an IDC has fewer alive nodes than --control-size, status says what it wait
 }
 
 func runControlStatus(ctx context.Context, o ControlStatusOptions, w io.Writer) error {
-	client, err := o.client()
+	client, ctx, cancel, err := o.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := o.context(ctx)
-	defer cancel()
 	st, err := client.ControlStatus(ctx, o.IDC)
 	if err != nil {
 		return err

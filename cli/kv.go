@@ -178,12 +178,11 @@ func readValue(arg string, stdin io.Reader) ([]byte, error) {
 }
 
 func runKVPut(ctx context.Context, o KVOptions, key string, value []byte, w io.Writer) error {
-	client, err := o.client()
+	client, ctx, cancel, err := o.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := o.context(ctx)
-	defer cancel()
 	e, err := client.KVPut(ctx, key, value, o.Scope, o.CAS)
 	if err != nil {
 		return kvError(err)
@@ -196,12 +195,11 @@ func runKVPut(ctx context.Context, o KVOptions, key string, value []byte, w io.W
 }
 
 func runKVGet(ctx context.Context, o KVOptions, key string, w io.Writer) error {
-	client, err := o.client()
+	client, ctx, cancel, err := o.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := o.context(ctx)
-	defer cancel()
 	e, err := client.KVGet(ctx, key, o.Query)
 	if err != nil {
 		return kvError(err)
@@ -214,12 +212,11 @@ func runKVGet(ctx context.Context, o KVOptions, key string, w io.Writer) error {
 }
 
 func runKVList(ctx context.Context, o KVOptions, prefix string, w io.Writer) error {
-	client, err := o.client()
+	client, ctx, cancel, err := o.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := o.context(ctx)
-	defer cancel()
 	l, err := client.KVList(ctx, prefix, o.Query)
 	if err != nil {
 		return kvError(err)
@@ -235,12 +232,11 @@ func runKVList(ctx context.Context, o KVOptions, prefix string, w io.Writer) err
 }
 
 func runKVDelete(ctx context.Context, o KVOptions, key string, w io.Writer) error {
-	client, err := o.client()
+	client, ctx, cancel, err := o.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := o.context(ctx)
-	defer cancel()
 	if err := client.KVDelete(ctx, key, o.Scope, o.CAS); err != nil {
 		return kvError(err)
 	}

@@ -71,12 +71,11 @@ func runMembers(ctx context.Context, opts MembersOptions, w io.Writer) error {
 	default:
 		return usagef("status %q: want alive, suspect, failed or left", opts.Query.Status)
 	}
-	client, err := opts.clientOn(opts.On)
+	client, ctx, cancel, err := opts.connect(ctx, opts.On)
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := opts.context(ctx)
-	defer cancel()
 	out, err := client.Members(ctx, opts.Query)
 	if err != nil {
 		return err

@@ -33,12 +33,11 @@ NAME and time a ping over it. A failure means the two nodes cannot talk directly
 }
 
 func runPing(ctx context.Context, opts PingOptions, w io.Writer) error {
-	client, err := opts.client()
+	client, ctx, cancel, err := opts.connect(ctx, "")
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := opts.context(ctx)
-	defer cancel()
 	p, err := client.Ping(ctx, opts.Target)
 	if err != nil {
 		return err

@@ -34,12 +34,11 @@ streams): its name, IDC, peer ID, addresses, labels and last health sample.`,
 }
 
 func runSelf(ctx context.Context, opts SelfOptions, w io.Writer) error {
-	client, err := opts.clientOn(opts.On)
+	client, ctx, cancel, err := opts.connect(ctx, opts.On)
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := opts.context(ctx)
-	defer cancel()
 	s, err := client.Self(ctx)
 	if err != nil {
 		return err
