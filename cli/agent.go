@@ -49,6 +49,7 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.BoolFlag{Name: "dev", EnvVars: []string{"HERD_DEV"}, Usage: "development mode: allows plaintext gossip and --fs-root"},
 			&ucli.StringFlag{Name: "cluster-name", EnvVars: []string{"HERD_CLUSTER_NAME"}, Value: def.ClusterName, Usage: "`NAME` separating meshes that share a network"},
 			&ucli.IntFlag{Name: "control-size", EnvVars: []string{"HERD_CONTROL_SIZE"}, Value: def.ControlSize, Usage: "target number of control-group voters in this IDC (`N`)"},
+			&ucli.DurationFlag{Name: "dead-server-timeout", EnvVars: []string{"HERD_DEAD_SERVER_TIMEOUT"}, Value: def.DeadServerTimeout, Usage: "remove a control-group server dead in gossip this long and promote a replacement (`DURATION`)"},
 			&ucli.StringFlag{Name: "primary-idc", EnvVars: []string{"HERD_PRIMARY_IDC"}, Usage: "`IDC` that owns global objects; the same on every node (default: this node's IDC)"},
 			&ucli.StringFlag{Name: "wan-bind", EnvVars: []string{"HERD_WAN_BIND"}, Usage: "WAN gossip listen `ADDR:PORT`, used while a voter (default: bind IP, port 7948)"},
 			&ucli.StringFlag{Name: "wan-advertise", EnvVars: []string{"HERD_WAN_ADVERTISE"}, Usage: "WAN `ADDR:PORT` other IDCs should use"},
@@ -95,6 +96,7 @@ func agentConfig(c *ucli.Context) (*node.Config, error) {
 	cfg.ClusterName = c.String("cluster-name")
 	cfg.ControlSize = c.Int("control-size")
 	cfg.PrimaryIDC = c.String("primary-idc")
+	cfg.DeadServerTimeout = c.Duration("dead-server-timeout")
 	cfg.WANBind = c.String("wan-bind")
 	cfg.WANAdvertise = c.String("wan-advertise")
 	cfg.WANJoin = splitList(c.StringSlice("wan-join"))

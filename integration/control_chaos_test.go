@@ -26,9 +26,9 @@ import (
 // test instead of leaving gracefully: these tests are about crashes, and a
 // whole group leaving at once takes its full leave timeout (see
 // TestControlChaosSimultaneousBootstrap's report).
-func startDevKilled(t testing.TB, nodes int) *devmesh.Cluster {
+func startDevKilled(t testing.TB, nodes int, extra ...string) *devmesh.Cluster {
 	t.Helper()
-	c := startDev(t, nodes, 1)
+	c := startDev(t, nodes, 1, extra...)
 	// Registered after startDev's cleanup, so it runs first.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -324,10 +324,10 @@ func TestControlChaosKillLeaderDuringWrites(t *testing.T) {
 }
 
 // A SIGKILLed voter is removed from the configuration after the dead-server
-// timeout (20s by default; there is no flag for it), another node is
-// promoted, and the group is back at three voters.
+// timeout (set to 5s with --dead-server-timeout; 20s by default), another
+// node is promoted, and the group is back at three voters.
 func TestControlChaosKillVoterReplaced(t *testing.T) {
-	c := startDevKilled(t, 5)
+	c := startDevKilled(t, 5, "--dead-server-timeout", "5s")
 	ctx := ctxTimeout(t, 150*time.Second)
 	st, err := waitStatus(ctx, devClient(t, c, 0), formed(3))
 	if err != nil {

@@ -196,7 +196,12 @@ func (a *Agent) startControl() error {
 		LAN:         a.mesh,
 		Host:        a.host,
 		WAN:         wan,
-		TuneGroup:   a.cfg.TuneControl,
+		TuneGroup: func(g *consensus.GroupConfig) {
+			g.DeadServerTimeout = a.cfg.DeadServerTimeout
+			if a.cfg.TuneControl != nil {
+				a.cfg.TuneControl(g)
+			}
+		},
 		Logger:      a.log.With("part", "control"),
 	})
 	if err != nil {

@@ -85,6 +85,11 @@ type Config struct {
 	WANAdvertise string
 	// WANJoin lists WAN addresses of nodes in any IDC; voters join them.
 	WANJoin []string
+	// DeadServerTimeout is how long a control-group server must be failed
+	// or left in gossip before the autopilot removes it and promotes a
+	// replacement. Default 20s; shorter reacts faster to a dead voter,
+	// longer rides out reboots without a membership change.
+	DeadServerTimeout time.Duration
 	// APIToken is the bearer token the HTTP API requires. When it and
 	// APITokenFile are empty, a token is generated on first start and kept
 	// in DataDir/api-token (mode 0600).
@@ -115,16 +120,17 @@ type Config struct {
 func DefaultConfig() *Config {
 	host, _ := os.Hostname()
 	return &Config{
-		Name:           host,
-		IDC:            "dc1",
-		Labels:         map[string]string{},
-		DataDir:        "/var/lib/herd",
-		Bind:           net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultGossipPort)),
-		API:            net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultAPIPort)),
-		ClusterName:    "herd",
-		ControlSize:    3,
-		HealthInterval: 5 * time.Second,
-		LogLevel:       "info",
+		Name:              host,
+		IDC:               "dc1",
+		Labels:            map[string]string{},
+		DataDir:           "/var/lib/herd",
+		Bind:              net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultGossipPort)),
+		API:               net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultAPIPort)),
+		ClusterName:       "herd",
+		ControlSize:       3,
+		DeadServerTimeout: consensus.DefaultDeadServerTimeout,
+		HealthInterval:    5 * time.Second,
+		LogLevel:          "info",
 	}
 }
 
@@ -217,6 +223,9 @@ func (c *Config) Validate() error {
 	if c.HealthInterval < 100*time.Millisecond {
 		return fmt.Errorf("health-interval: %s is too short (minimum 100ms)", c.HealthInterval)
 	}
+	if c.DeadServerTimeout < time.Second {
+		return fmt.Errorf("dead-server-timeout: %s is too short (minimum 1s: shorter would remove voters that merely missed a probe)", c.DeadServerTimeout)
+	}
 	if c.JoinTimeout < 0 {
 		return fmt.Errorf("join-timeout: %s is negative", c.JoinTimeout)
 	}
@@ -293,30 +302,31 @@ func splitHostPort(what, addr string) (string, int, error) {
 //	control_size: 3
 //	api_token_file: /etc/herd/token
 type FileConfig struct {
-	Name           *string           `yaml:"name"`
-	IDC            *string           `yaml:"idc"`
-	Zone           *string           `yaml:"zone"`
-	Labels         map[string]string `yaml:"labels"`
-	DataDir        *string           `yaml:"data_dir"`
-	Bind           *string           `yaml:"bind"`
-	Advertise      *string           `yaml:"advertise"`
-	P2P            *string           `yaml:"p2p"`
-	API            *string           `yaml:"api"`
-	Join           []string          `yaml:"join"`
-	JoinTimeout    *string           `yaml:"join_timeout"`
-	Encrypt        *string           `yaml:"encrypt"`
-	Dev            *bool             `yaml:"dev"`
-	ClusterName    *string           `yaml:"cluster_name"`
-	ControlSize    *int              `yaml:"control_size"`
-	PrimaryIDC     *string           `yaml:"primary_idc"`
-	WANBind        *string           `yaml:"wan_bind"`
-	WANAdvertise   *string           `yaml:"wan_advertise"`
-	WANJoin        []string          `yaml:"wan_join"`
-	APIToken       *string           `yaml:"api_token"`
-	APITokenFile   *string           `yaml:"api_token_file"`
-	FSRoot         *string           `yaml:"fs_root"`
-	HealthInterval *string           `yaml:"health_interval"`
-	LogLevel       *string           `yaml:"log_level"`
+	Name              *string           `yaml:"name"`
+	IDC               *string           `yaml:"idc"`
+	Zone              *string           `yaml:"zone"`
+	Labels            map[string]string `yaml:"labels"`
+	DataDir           *string           `yaml:"data_dir"`
+	Bind              *string           `yaml:"bind"`
+	Advertise         *string           `yaml:"advertise"`
+	P2P               *string           `yaml:"p2p"`
+	API               *string           `yaml:"api"`
+	Join              []string          `yaml:"join"`
+	JoinTimeout       *string           `yaml:"join_timeout"`
+	Encrypt           *string           `yaml:"encrypt"`
+	Dev               *bool             `yaml:"dev"`
+	ClusterName       *string           `yaml:"cluster_name"`
+	ControlSize       *int              `yaml:"control_size"`
+	PrimaryIDC        *string           `yaml:"primary_idc"`
+	WANBind           *string           `yaml:"wan_bind"`
+	WANAdvertise      *string           `yaml:"wan_advertise"`
+	WANJoin           []string          `yaml:"wan_join"`
+	DeadServerTimeout *string           `yaml:"dead_server_timeout"`
+	APIToken          *string           `yaml:"api_token"`
+	APITokenFile      *string           `yaml:"api_token_file"`
+	FSRoot            *string           `yaml:"fs_root"`
+	HealthInterval    *string           `yaml:"health_interval"`
+	LogLevel          *string           `yaml:"log_level"`
 }
 
 // maxConfigFileSize bounds what LoadConfigFile reads; a config is a few KB.
@@ -401,6 +411,7 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	}{
 		{"join-timeout", fc.JoinTimeout, &c.JoinTimeout},
 		{"health-interval", fc.HealthInterval, &c.HealthInterval},
+		{"dead-server-timeout", fc.DeadServerTimeout, &c.DeadServerTimeout},
 	} {
 		if d.src == nil || isSet(d.flag) {
 			continue

@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 		{"fs-root without dev", func(c *Config) { c.FSRoot = "/tmp/x" }, "fs-root: only allowed with --dev"},
 		{"relative fs-root", func(c *Config) { c.Dev = true; c.FSRoot = "x" }, "must be an absolute path"},
 		{"health interval", func(c *Config) { c.HealthInterval = time.Millisecond }, "too short"},
+		{"dead server timeout", func(c *Config) { c.DeadServerTimeout = 10 * time.Millisecond }, "dead-server-timeout"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log-level"},
 		{"reserved label", func(c *Config) { c.Labels = map[string]string{"idc": "x"} }, "labels:"},
 		{"two tokens", func(c *Config) { c.APIToken = "a"; c.APITokenFile = "/f" }, "give one"},
@@ -85,6 +86,7 @@ idc: sh1
 labels: {role: web}
 join: [198.18.0.2:7946]
 join_timeout: 2m
+dead_server_timeout: 45s
 control_size: 5
 encrypt: "AAAAAAAAAAAAAAAAAAAAAA=="
 `))
@@ -98,7 +100,7 @@ encrypt: "AAAAAAAAAAAAAAAAAAAAAA=="
 		t.Fatal(err)
 	}
 	if c.Name != "web-01" || c.IDC != "from-flag" || c.Labels["role"] != "web" ||
-		c.ControlSize != 5 || c.JoinTimeout != 2*time.Minute || len(c.EncryptKey) != 16 || c.Join[0] != "198.18.0.2:7946" {
+		c.ControlSize != 5 || c.JoinTimeout != 2*time.Minute || c.DeadServerTimeout != 45*time.Second || len(c.EncryptKey) != 16 || c.Join[0] != "198.18.0.2:7946" {
 		t.Fatalf("file not applied as expected: %+v", c)
 	}
 }
