@@ -202,7 +202,7 @@ func (a *Agent) startControl() error {
 				a.cfg.TuneControl(g)
 			}
 		},
-		Logger:      a.log.With("part", "control"),
+		Logger: a.log.With("part", "control"),
 	})
 	if err != nil {
 		return fmt.Errorf("control group: %w", err)

@@ -148,3 +148,21 @@ func FuzzParseConfigFile(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// The example config shipped in dist/ must stay loadable.
+func TestExampleConfigLoads(t *testing.T) {
+	fc, err := LoadConfigFile("../dist/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	// The example's key is a placeholder; everything else must apply.
+	fc.Encrypt = nil
+	if err := fc.Apply(c, func(string) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	c.EncryptKey = make([]byte, 32)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("dist/agent.yaml does not validate: %v", err)
+	}
+}
