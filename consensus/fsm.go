@@ -83,6 +83,9 @@ func (f *FSM) dispatch(idx uint64, t MessageType, body json.RawMessage) (res *Ap
 	case KVReplicateType:
 		return f.applyKVReplicate(idx, body), false
 	}
+	if res, ok := f.applyRegistered(idx, t&^IgnoreUnknownTypeFlag, body); ok {
+		return res, false
+	}
 	if ignoreUnknown {
 		f.logger.Warn("ignoring unknown raft command type; upgrade this server", "index", idx, "type", uint8(t&^IgnoreUnknownTypeFlag))
 		return &ApplyResult{Index: idx}, true
@@ -131,8 +134,11 @@ func (f *FSM) storeFailed(idx uint64, t MessageType, err error) *ApplyResult {
 	var (
 		cas *state.CASConflictError
 		inv *state.ValidationError
+		cmd *CommandError
 	)
 	switch {
+	case errors.As(err, &cmd):
+		return failed(idx, cmd.Code, cmd.Message)
 	case errors.As(err, &cas):
 		return failed(idx, CodeCASConflict, err.Error())
 	case errors.As(err, &inv):

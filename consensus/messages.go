@@ -37,6 +37,10 @@ func (t MessageType) String() string {
 	case KVReplicateType:
 		name = "kv-replicate"
 	default:
+		if c, ok := commands[t&^IgnoreUnknownTypeFlag]; ok {
+			name = c.name
+			break
+		}
 		name = fmt.Sprintf("type-%d", uint8(t&^IgnoreUnknownTypeFlag))
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
@@ -84,9 +88,10 @@ const (
 // is still an applied log entry: the failure is in Err, not in raft's error.
 // A retried request id gets its first result back, Index included.
 type ApplyResult struct {
-	Index uint64         `json:"index"`           // raft index the command applied at
-	Entry *state.KVEntry `json:"entry,omitempty"` // KVSet: the entry written (shared with the store: do not modify)
-	Err   *CommandError  `json:"error,omitempty"`
+	Index uint64          `json:"index"`           // raft index the command applied at
+	Entry *state.KVEntry  `json:"entry,omitempty"` // KVSet: the entry written (shared with the store: do not modify)
+	Data  json.RawMessage `json:"data,omitempty"`  // a registered command's result (see RegisterCommand)
+	Err   *CommandError   `json:"error,omitempty"`
 }
 
 // CommandError is a command's failure as every server computed it.

@@ -49,11 +49,44 @@ func (s *Server) leadership(ctx context.Context) {
 	s.readyGen.Store(gen)
 	// A later term's call may already have marked itself ready.
 	defer s.readyGen.CompareAndSwap(gen, 0)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, r := range s.leaderRoutines() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.log.Debug("leader routine started", "routine", r.name)
+			r.fn(ctx)
+		}()
+	}
 	if s.cfg.IDC == s.cfg.PrimaryIDC {
 		<-ctx.Done()
 		return
 	}
 	s.replicateGlobal(ctx)
+}
+
+// leaderRoutine is work another package runs while this node leads.
+type leaderRoutine struct {
+	name string
+	fn   func(ctx context.Context)
+}
+
+// OnLeadership makes fn run on this node during every term in which it
+// leads its IDC's control group, after the term's barrier (the state holds
+// every earlier commit). ctx ends when the leadership does; fn must return
+// then. Register before Start; a routine registered later starts with the
+// next term.
+func (s *Server) OnLeadership(name string, fn func(ctx context.Context)) {
+	s.routinesMu.Lock()
+	defer s.routinesMu.Unlock()
+	s.routines = append(s.routines, leaderRoutine{name: name, fn: fn})
+}
+
+func (s *Server) leaderRoutines() []leaderRoutine {
+	s.routinesMu.Lock()
+	defer s.routinesMu.Unlock()
+	return append([]leaderRoutine(nil), s.routines...)
 }
 
 // readyForReads reports whether this leader has applied every earlier

@@ -59,6 +59,9 @@ type Server struct {
 	// suspects remembers leaders whose forwarded call failed recently.
 	suspects suspectLeaders
 
+	routinesMu sync.Mutex
+	routines   []leaderRoutine // see OnLeadership
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }

@@ -235,42 +235,11 @@ func kvListTxn(txn *memdb.Txn, scope, prefix string) ([]*KVEntry, <-chan struct{
 // entry. cas: nil writes unconditionally, 0 only creates (the key must not
 // exist), N only updates version N. A mismatch returns *CASConflictError.
 func (s *Store) KVSet(idx uint64, scope, key string, value []byte, cas *uint64) (*KVEntry, error) {
-	if err := validateScopeKey(scope, key); err != nil {
-		return nil, err
-	}
-	if err := ValidateValue(value); err != nil {
-		return nil, err
-	}
 	var out *KVEntry
-	err := s.write(idx, func(txn *memdb.Txn) (bool, error) {
-		cur, err := kvGetTxn(txn, scope, key)
-		if err != nil {
-			return false, err
-		}
-		if err := checkCAS(scope, key, cas, cur); err != nil {
-			return false, err
-		}
-		// A fresh object: the one readers hold stays as it was.
-		e := &KVEntry{
-			Key:         key,
-			Scope:       scope,
-			Value:       bytes.Clone(value),
-			Version:     1,
-			CreateIndex: idx,
-			ModifyIndex: idx,
-		}
-		if cur != nil {
-			e.Version = cur.Version + 1
-			e.CreateIndex = cur.CreateIndex
-		}
-		if err := txn.Insert(tableKV, e); err != nil {
-			return false, fmt.Errorf("state: kv insert %s/%s: %w", scope, key, err)
-		}
-		if err := bumpIndexTxn(txn, tableKV, idx); err != nil {
-			return false, err
-		}
-		out = e
-		return true, nil
+	err := s.KVWrite(idx, func(w *KVWriter) error {
+		var err error
+		out, err = w.Set(scope, key, value, cas)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -283,28 +252,114 @@ func (s *Store) KVSet(idx uint64, scope, key string, value []byte, cas *uint64) 
 // the key to be absent (a no-op that fails if it exists), N requires
 // version N.
 func (s *Store) KVDelete(idx uint64, scope, key string, cas *uint64) error {
+	return s.KVWrite(idx, func(w *KVWriter) error { return w.Delete(scope, key, cas) })
+}
+
+// KVWriter is one write transaction over the kv table at one raft index.
+// Commands built on the KV (see consensus.RegisterCommand) read and write
+// several keys through it; either every change lands or, when the function
+// given to KVWrite fails, none does. Reads see the transaction's own writes.
+type KVWriter struct {
+	txn     *memdb.Txn
+	idx     uint64
+	changed bool
+}
+
+// KVWrite runs fn in one transaction at raft index idx and commits its
+// changes if fn returns nil.
+func (s *Store) KVWrite(idx uint64, fn func(w *KVWriter) error) error {
+	return s.write(idx, func(txn *memdb.Txn) (bool, error) {
+		w := &KVWriter{txn: txn, idx: idx}
+		if err := fn(w); err != nil {
+			return false, err
+		}
+		if w.changed {
+			if err := bumpIndexTxn(txn, tableKV, idx); err != nil {
+				return false, err
+			}
+		}
+		return w.changed, nil
+	})
+}
+
+// Index returns the raft index the transaction writes at.
+func (w *KVWriter) Index() uint64 { return w.idx }
+
+// Get returns the entry for key in scope, nil when absent.
+func (w *KVWriter) Get(scope, key string) (*KVEntry, error) {
+	if err := validateScopeKey(scope, key); err != nil {
+		return nil, err
+	}
+	return kvGetTxn(w.txn, scope, key)
+}
+
+// List returns the entries of scope under prefix, sorted by key.
+func (w *KVWriter) List(scope, prefix string) ([]*KVEntry, error) {
+	if err := ValidateScope(scope); err != nil {
+		return nil, err
+	}
+	if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	out, _, err := kvListTxn(w.txn, scope, prefix)
+	return out, err
+}
+
+// Set writes value to key with KVSet's cas rules and returns the new entry.
+func (w *KVWriter) Set(scope, key string, value []byte, cas *uint64) (*KVEntry, error) {
+	if err := validateScopeKey(scope, key); err != nil {
+		return nil, err
+	}
+	if err := ValidateValue(value); err != nil {
+		return nil, err
+	}
+	cur, err := kvGetTxn(w.txn, scope, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCAS(scope, key, cas, cur); err != nil {
+		return nil, err
+	}
+	// A fresh object: the one readers hold stays as it was.
+	e := &KVEntry{
+		Key:         key,
+		Scope:       scope,
+		Value:       bytes.Clone(value),
+		Version:     1,
+		CreateIndex: w.idx,
+		ModifyIndex: w.idx,
+	}
+	if cur != nil {
+		e.Version = cur.Version + 1
+		e.CreateIndex = cur.CreateIndex
+	}
+	if err := w.txn.Insert(tableKV, e); err != nil {
+		return nil, fmt.Errorf("state: kv insert %s/%s: %w", scope, key, err)
+	}
+	w.changed = true
+	return e, nil
+}
+
+// Delete removes key with KVDelete's cas rules.
+func (w *KVWriter) Delete(scope, key string, cas *uint64) error {
 	if err := validateScopeKey(scope, key); err != nil {
 		return err
 	}
-	return s.write(idx, func(txn *memdb.Txn) (bool, error) {
-		cur, err := kvGetTxn(txn, scope, key)
-		if err != nil {
-			return false, err
-		}
-		if err := checkCAS(scope, key, cas, cur); err != nil {
-			return false, err
-		}
-		if cur == nil {
-			return false, nil
-		}
-		if err := txn.Delete(tableKV, cur); err != nil {
-			return false, fmt.Errorf("state: kv delete %s/%s: %w", scope, key, err)
-		}
-		if err := bumpIndexTxn(txn, tableKV, idx); err != nil {
-			return false, err
-		}
-		return true, nil
-	})
+	cur, err := kvGetTxn(w.txn, scope, key)
+	if err != nil {
+		return err
+	}
+	if err := checkCAS(scope, key, cas, cur); err != nil {
+		return err
+	}
+	if cur == nil {
+		return nil
+	}
+	if err := w.txn.Delete(tableKV, cur); err != nil {
+		return fmt.Errorf("state: kv delete %s/%s: %w", scope, key, err)
+	}
+	w.changed = true
+	return nil
 }
 
 // KVReplaceScope makes scope hold exactly entries, keeping each entry's
