@@ -49,6 +49,8 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.BoolFlag{Name: "dev", EnvVars: []string{"HERD_DEV"}, Usage: "development mode: allows plaintext gossip and --fs-root"},
 			&ucli.StringFlag{Name: "cluster-name", EnvVars: []string{"HERD_CLUSTER_NAME"}, Value: def.ClusterName, Usage: "`NAME` separating meshes that share a network"},
 			&ucli.IntFlag{Name: "control-size", EnvVars: []string{"HERD_CONTROL_SIZE"}, Value: def.ControlSize, Usage: "target number of control-group voters in this IDC (`N`)"},
+			&ucli.DurationFlag{Name: "output-retention", EnvVars: []string{"HERD_OUTPUT_RETENTION"}, Value: def.OutputRetention, Usage: "keep the full output of scripts run on this node this long; the control group keeps head and tail (`DURATION`)"},
+			&ucli.IntFlag{Name: "ssh-concurrency", EnvVars: []string{"HERD_SSH_CONCURRENCY"}, Value: def.SSHConcurrency, Usage: "at most this many SSH sessions from this node to agentless hosts at once (`N`)"},
 			&ucli.DurationFlag{Name: "dead-server-timeout", EnvVars: []string{"HERD_DEAD_SERVER_TIMEOUT"}, Value: def.DeadServerTimeout, Usage: "remove a control-group server dead in gossip this long and promote a replacement (`DURATION`)"},
 			&ucli.StringFlag{Name: "primary-idc", EnvVars: []string{"HERD_PRIMARY_IDC"}, Usage: "`IDC` that owns global objects; the same on every node (default: this node's IDC)"},
 			&ucli.StringFlag{Name: "wan-bind", EnvVars: []string{"HERD_WAN_BIND"}, Usage: "WAN gossip listen `ADDR:PORT`, used while a voter (default: bind IP, port 7948)"},
@@ -97,6 +99,8 @@ func agentConfig(c *ucli.Context) (*node.Config, error) {
 	cfg.ControlSize = c.Int("control-size")
 	cfg.PrimaryIDC = c.String("primary-idc")
 	cfg.DeadServerTimeout = c.Duration("dead-server-timeout")
+	cfg.OutputRetention = c.Duration("output-retention")
+	cfg.SSHConcurrency = c.Int("ssh-concurrency")
 	cfg.WANBind = c.String("wan-bind")
 	cfg.WANAdvertise = c.String("wan-advertise")
 	cfg.WANJoin = splitList(c.StringSlice("wan-join"))

@@ -637,3 +637,22 @@ func (s *Server) serveIDC(ctx context.Context, _ peer.ID, req idcRequest) (idcRe
 	}
 	return out, nil
 }
+
+// CallLeader runs call against this IDC's leader, retrying with backoff
+// while leadership moves (each attempt bounded like a forwarded write)
+// until call succeeds, fails with a non-retryable error, or ctx ends. It is
+// how upper packages send their own leader-only requests.
+func (s *Server) CallLeader(ctx context.Context, call func(ctx context.Context, m mesh.Member) error) error {
+	return s.retryLeader(ctx, func(ctx context.Context) error {
+		return s.callLeader(ctx, true, call)
+	})
+}
+
+// IsLeader reports whether this node leads its IDC's control group now.
+func (s *Server) IsLeader() bool { return s.group.IsLeader() }
+
+// Name returns this node's name; IDC its IDC.
+func (s *Server) Name() string { return s.cfg.Name }
+
+// IDC returns this node's IDC.
+func (s *Server) IDC() string { return s.cfg.IDC }

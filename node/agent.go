@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/herd-io/herd/consensus"
+	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
 )
@@ -37,7 +38,11 @@ type Agent struct {
 	host    *p2p.Host
 	mesh    *mesh.Mesh
 	control *consensus.Server
-	api     *apiServer
+	// jobs: this node's executor side, leader side, and API side of runs.
+	worker    *jobs.Worker
+	scheduler *jobs.Scheduler
+	jobs      *jobs.Service
+	api       *apiServer
 
 	// fatal carries errors that end the agent after Start returned, such as
 	// a join that timed out.
@@ -151,6 +156,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return lan.IsAlivePeer(id.String()) || control.IsAlivePeer(id.String())
 	})
 	a.registerStreams()
+	a.startJobs()
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -208,6 +214,11 @@ func (a *Agent) startControl() error {
 		return fmt.Errorf("control group: %w", err)
 	}
 	a.control = srv
+	// The scheduler hooks the control group's leadership, so it must exist
+	// before the group can elect anyone.
+	if err := a.newJobs(); err != nil {
+		return err
+	}
 	if err := srv.Start(); err != nil {
 		return fmt.Errorf("control group: %w", err)
 	}
@@ -241,6 +252,9 @@ func (a *Agent) stop(ctx context.Context, leave bool) error {
 		if a.api != nil {
 			errs = append(errs, a.api.shutdown(ctx))
 		}
+		if a.worker != nil {
+			a.worker.Stop()
+		}
 		if leave && a.control != nil {
 			if err := a.control.Leave(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("control group leave: %w", err))
@@ -268,6 +282,9 @@ func (a *Agent) closeParts() error {
 	var errs []error
 	if a.api != nil {
 		a.api.close()
+	}
+	if a.worker != nil {
+		a.worker.Stop()
 	}
 	if a.control != nil {
 		errs = append(errs, a.control.Shutdown())

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/herd-io/herd/consensus"
+	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/mesh"
 )
 
@@ -90,6 +91,12 @@ type Config struct {
 	// replacement. Default 20s; shorter reacts faster to a dead voter,
 	// longer rides out reboots without a membership change.
 	DeadServerTimeout time.Duration
+	// OutputRetention is how long this node keeps the full output of the
+	// scripts it ran (the control group keeps head and tail). Default 7 days.
+	OutputRetention time.Duration
+	// SSHConcurrency bounds the SSH sessions this node opens to agentless
+	// hosts at once. Default 50.
+	SSHConcurrency int
 	// APIToken is the bearer token the HTTP API requires. When it and
 	// APITokenFile are empty, a token is generated on first start and kept
 	// in DataDir/api-token (mode 0600).
@@ -114,6 +121,9 @@ type Config struct {
 	// TuneControl, when set, adjusts the control group configuration last
 	// (tests: fast raft and autopilot timings).
 	TuneControl func(*consensus.GroupConfig)
+	// TuneJobs, when set, adjusts the run scheduler's configuration last
+	// (tests: short acknowledgement deadlines).
+	TuneJobs func(*jobs.SchedulerConfig)
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -129,6 +139,8 @@ func DefaultConfig() *Config {
 		ClusterName:       "herd",
 		ControlSize:       3,
 		DeadServerTimeout: consensus.DefaultDeadServerTimeout,
+		OutputRetention:   7 * 24 * time.Hour,
+		SSHConcurrency:    50,
 		HealthInterval:    5 * time.Second,
 		LogLevel:          "info",
 	}
@@ -226,6 +238,12 @@ func (c *Config) Validate() error {
 	if c.DeadServerTimeout < time.Second {
 		return fmt.Errorf("dead-server-timeout: %s is too short (minimum 1s: shorter would remove voters that merely missed a probe)", c.DeadServerTimeout)
 	}
+	if c.OutputRetention < time.Minute {
+		return fmt.Errorf("output-retention: %s is too short (minimum 1m)", c.OutputRetention)
+	}
+	if c.SSHConcurrency < 1 || c.SSHConcurrency > 10000 {
+		return fmt.Errorf("ssh-concurrency: %d is out of range (1..10000)", c.SSHConcurrency)
+	}
 	if c.JoinTimeout < 0 {
 		return fmt.Errorf("join-timeout: %s is negative", c.JoinTimeout)
 	}
@@ -322,6 +340,8 @@ type FileConfig struct {
 	WANAdvertise      *string           `yaml:"wan_advertise"`
 	WANJoin           []string          `yaml:"wan_join"`
 	DeadServerTimeout *string           `yaml:"dead_server_timeout"`
+	OutputRetention   *string           `yaml:"output_retention"`
+	SSHConcurrency    *int              `yaml:"ssh_concurrency"`
 	APIToken          *string           `yaml:"api_token"`
 	APITokenFile      *string           `yaml:"api_token_file"`
 	FSRoot            *string           `yaml:"fs_root"`
@@ -394,6 +414,9 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	if fc.Dev != nil && !isSet("dev") {
 		c.Dev = *fc.Dev
 	}
+	if fc.SSHConcurrency != nil && !isSet("ssh-concurrency") {
+		c.SSHConcurrency = *fc.SSHConcurrency
+	}
 	if fc.ControlSize != nil && !isSet("control-size") {
 		c.ControlSize = *fc.ControlSize
 	}
@@ -412,6 +435,7 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 		{"join-timeout", fc.JoinTimeout, &c.JoinTimeout},
 		{"health-interval", fc.HealthInterval, &c.HealthInterval},
 		{"dead-server-timeout", fc.DeadServerTimeout, &c.DeadServerTimeout},
+		{"output-retention", fc.OutputRetention, &c.OutputRetention},
 	} {
 		if d.src == nil || isSet(d.flag) {
 			continue

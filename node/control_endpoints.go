@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/consensus/state"
+	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/mesh/p2p"
 	"github.com/herd-io/herd/node/api"
 )
@@ -130,7 +132,21 @@ func (s *apiServer) kvList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// reservedKey refuses writes to keys under jobs.ReservedPrefix, where
+// herd keeps its own objects; it has answered when it returns true.
+func reservedKey(w http.ResponseWriter, key string) bool {
+	if strings.HasPrefix(key, jobs.ReservedPrefix) {
+		writeError(w, http.StatusForbidden, api.CodeForbidden,
+			fmt.Sprintf("key %q is under %s, where herd keeps its own objects: change them with the herd commands (run, script, group, account, host)", key, jobs.ReservedPrefix))
+		return true
+	}
+	return false
+}
+
 func (s *apiServer) kvPut(w http.ResponseWriter, r *http.Request) {
+	if reservedKey(w, r.PathValue("key")) {
+		return
+	}
 	cas, err := casParam(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
@@ -155,6 +171,9 @@ func (s *apiServer) kvPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) kvDelete(w http.ResponseWriter, r *http.Request) {
+	if reservedKey(w, r.PathValue("key")) {
+		return
+	}
 	cas, err := casParam(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
@@ -197,8 +216,13 @@ func writeControlError(w http.ResponseWriter, err error) {
 	var cerr *consensus.CommandError
 	if errors.As(err, &cerr) {
 		status := http.StatusBadRequest
-		if cerr.Code == "cas_conflict" {
+		switch cerr.Code {
+		case consensus.CodeCASConflict, "conflict":
 			status = http.StatusConflict
+		case "not_found":
+			status = http.StatusNotFound
+		case consensus.CodeInternal:
+			status = http.StatusInternalServerError
 		}
 		writeError(w, status, cerr.Code, cerr.Message)
 		return

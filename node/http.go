@@ -30,6 +30,7 @@ func newAPIServer(a *Agent, ln net.Listener) *apiServer {
 	s.mux.HandleFunc("GET /v1/members", s.authed(s.members))
 	s.mux.HandleFunc("GET /v1/members/{name}/ping", s.authed(s.ping))
 	s.registerControl()
+	s.registerJobs()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

@@ -1,0 +1,213 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/herd-io/herd/consensus"
+	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/mesh"
+	"github.com/herd-io/herd/mesh/p2p"
+)
+
+// NewRunID returns a run id that sorts by creation time:
+// YYYYMMDD-HHMMSS-xxxxxx (UTC, then 24 random bits).
+func NewRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// handleCreate creates a run on the leader (a member that is not the
+// leader passes it on).
+func (s *Scheduler) handleCreate(ctx context.Context, _ peer.ID, req CreateRequest) (CreateResponse, error) {
+	if req.IDC != s.cfg.IDC {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeBadRequest, "a run for IDC %s reached IDC %s", req.IDC, s.cfg.IDC)
+	}
+	t := s.current()
+	if t == nil {
+		var out CreateResponse
+		err := s.cfg.Server.CallLeader(ctx, func(ctx context.Context, m mesh.Member) error {
+			r, err := callMember[CreateRequest, CreateResponse](ctx, s.cfg.Host, m, protoCreate, req)
+			out = r
+			return err
+		})
+		return out, err
+	}
+	return s.create(ctx, t, req)
+}
+
+// badRequest wraps a validation failure for the API.
+func badRequest(format string, args ...any) error {
+	return p2p.Errorf(p2p.CodeBadRequest, format, args...)
+}
+
+func (s *Scheduler) create(ctx context.Context, t *term, req CreateRequest) (CreateResponse, error) {
+	rr := req.Request
+	store := s.cfg.Server.Store()
+	spec := rr.Script
+	if rr.ScriptRef != "" {
+		name, version, _ := strings.Cut(rr.ScriptRef, "@")
+		if err := model.ValidateName("script name", name); err != nil {
+			return CreateResponse{}, badRequest("%v", err)
+		}
+		sc, ver, body, err := scriptBody(store, name, version)
+		if err != nil {
+			return CreateResponse{}, badRequest("%v", err)
+		}
+		spec.Body, spec.Name, spec.Version = body, name, ver
+		if spec.Lang == "" {
+			spec.Lang = sc.Lang
+		}
+	}
+	if spec.Lang == "" {
+		spec.Lang = "sh"
+	}
+	if err := spec.Validate(); err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if spec.Timeout == 0 {
+		spec.Timeout = model.Duration(model.DefaultTimeout)
+	}
+	groups, err := groupsMap(store)
+	if err != nil {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
+	}
+	sshHosts, err := listObjects[model.SSHHost](store, prefixSSHHosts)
+	if err != nil {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
+	}
+	res, err := Resolve(rr.Targets, s.cfg.IDC, s.cfg.LAN.Members(), groups, sshHosts)
+	if err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if rr.DryRun {
+		return CreateResponse{DryRun: &model.DryRun{IDC: s.cfg.IDC, Targets: res.Targets, Unknown: res.Unknown}}, nil
+	}
+	if len(res.Targets) == 0 {
+		return CreateResponse{}, badRequest("the targets match no host in IDC %s", s.cfg.IDC)
+	}
+	if err := model.ValidateRunID(req.ID); err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	now := time.Now()
+	run := model.Run{
+		ID: req.ID, IDC: s.cfg.IDC, Script: spec, Targets: rr.Targets, Created: now,
+		RerunOf: rr.RerunOf, CreatedBy: req.CreatedBy, Leader: s.cfg.Name,
+	}
+	settledHosts := s.settleAtCreate(store, &run, rr.Account, res, groups, now)
+	cmd := RunCreate{Run: run, Targets: res.Targets, Settled: settledHosts}
+	ares, err := s.cfg.Server.Apply(ctx, "", RunCreateType, cmd)
+	var ce *consensus.CommandError
+	if errors.As(err, &ce) && ce.Code == consensus.CodeCASConflict {
+		// A retried create: the run exists already.
+		_, v, rerr := readRun(nil, store, runQuery{IDC: s.cfg.IDC, ID: req.ID})
+		if rerr == nil && v != nil {
+			return CreateResponse{Run: &v.Run}, nil
+		}
+	}
+	if err != nil {
+		return CreateResponse{}, err
+	}
+	created := run
+	if ares != nil && len(ares.Data) > 0 {
+		_ = json.Unmarshal(ares.Data, &created)
+	}
+	created.ModifyIndex = ares.Index
+	s.log.Info("run created", "run", run.ID, "hosts", len(res.Targets), "settled", len(settledHosts))
+	var executors []string
+	for _, tg := range res.Targets {
+		if tg.Kind == model.TargetAgent {
+			executors = append(executors, tg.Name)
+		} else {
+			executors = nil // SSH executors are chosen per host: send an open notice
+			break
+		}
+	}
+	s.notify(&created, executors)
+	t.kick()
+	return CreateResponse{Run: &created}, nil
+}
+
+// settleAtCreate resolves the execution account and returns the hosts that
+// are settled before anything is sent: names that match no host
+// (unreachable) and hosts the account may not run on (failed).
+func (s *Scheduler) settleAtCreate(store stateReader, run *model.Run, account string, res Resolution, groups map[string]model.Group, now time.Time) []model.HostResult {
+	var out []model.HostResult
+	refuse := map[string]string{}
+	for _, name := range res.Unknown {
+		refuse[name] = "unreachable:" + fmt.Sprintf("no host named %s in IDC %s (neither an agent nor an SSH target)", name, s.cfg.IDC)
+	}
+	name := account
+	if name == "" {
+		def, err := defaultAccountName(store)
+		if err != nil {
+			s.log.Error("cannot read the default account", "error", err)
+		}
+		name = def
+	}
+	run.Account = name
+	if name != "" {
+		acct, _, err := getObject[model.Account](store, accountKey(name))
+		switch {
+		case err != nil || acct == nil:
+			why := fmt.Sprintf("account %q is not registered (herd account add %s)", name, name)
+			if err != nil {
+				why = fmt.Sprintf("account %q cannot be read: %v", name, err)
+			}
+			for _, tg := range res.Targets {
+				if _, done := refuse[tg.Name]; !done {
+					refuse[tg.Name] = "failed:" + why
+				}
+			}
+		default:
+			run.OSUser = acct.OSUser
+			if run.OSUser == "" {
+				run.OSUser = acct.Name
+			}
+			for _, tg := range res.Targets {
+				if _, done := refuse[tg.Name]; done {
+					continue
+				}
+				if why := accountRefuses(acct, s.cfg.IDC, tg.Name, groups); why != "" {
+					refuse[tg.Name] = "failed:" + why
+				}
+			}
+		}
+	}
+	for _, tg := range res.Targets {
+		why, ok := refuse[tg.Name]
+		if !ok {
+			continue
+		}
+		status, msg, _ := strings.Cut(why, ":")
+		t := now
+		out = append(out, model.HostResult{Host: tg.Name, Kind: tg.Kind, Status: model.HostStatus(status), ExitCode: -1, Error: msg, Finished: &t})
+	}
+	return out
+}
+
+// accountRefuses says why acct may not run on host, "" when it may.
+func accountRefuses(acct *model.Account, idc, host string, groups map[string]model.Group) string {
+	if len(acct.IDCs) > 0 && !slices.Contains(acct.IDCs, idc) {
+		return fmt.Sprintf("account %s is limited to IDCs %s", acct.Name, strings.Join(acct.IDCs, ","))
+	}
+	if len(acct.Groups) == 0 {
+		return ""
+	}
+	for _, g := range acct.Groups {
+		if grp, ok := groups[g]; ok && slices.Contains(grp.Hosts, host) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("account %s is limited to groups %s, and %s is in none of them", acct.Name, strings.Join(acct.Groups, ","), host)
+}

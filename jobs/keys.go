@@ -1,0 +1,55 @@
+package jobs
+
+import "strings"
+
+// Key layout of jobs' objects in the control group's KV. Everything lives
+// under "herd/", a prefix the KV API refuses to write (see ReservedPrefix),
+// so operators' own keys cannot corrupt job state.
+//
+// IDC scope (runs are an IDC's own):
+//
+//	herd/runs/RUN               model.Run (header and counts)
+//	herd/run-targets/RUN        []model.Target (the resolved hosts)
+//	herd/run-hosts/RUN/HOST     model.HostResult (absent while pending)
+//
+// Global scope (owned by the primary IDC, replicated to the others):
+//
+//	herd/scripts/NAME           model.Script (versions, online)
+//	herd/script-bodies/NAME/VER the body of one version
+//	herd/accounts/NAME          model.Account
+//	herd/config/default-account the default account's name
+//	herd/groups/NAME            model.Group
+//	herd/ssh-hosts/NAME         model.SSHHost (with its secrets)
+//	herd/ssh-hostkeys/ADDR      the SSH host key recorded on first use
+const ReservedPrefix = "herd/"
+
+const (
+	prefixRuns         = "herd/runs/"
+	prefixRunTargets   = "herd/run-targets/"
+	prefixRunHosts     = "herd/run-hosts/"
+	prefixScripts      = "herd/scripts/"
+	prefixScriptBodies = "herd/script-bodies/"
+	prefixAccounts     = "herd/accounts/"
+	keyDefaultAccount  = "herd/config/default-account"
+	prefixGroups       = "herd/groups/"
+	prefixSSHHosts     = "herd/ssh-hosts/"
+	prefixSSHHostKeys  = "herd/ssh-hostkeys/"
+)
+
+func runKey(id string) string           { return prefixRuns + id }
+func runTargetsKey(id string) string    { return prefixRunTargets + id }
+func runHostsPrefix(id string) string   { return prefixRunHosts + id + "/" }
+func runHostKey(id, host string) string { return runHostsPrefix(id) + host }
+func scriptKey(name string) string      { return prefixScripts + name }
+func scriptBodyKey(name, ver string) string {
+	return prefixScriptBodies + name + "/" + ver
+}
+func accountKey(name string) string { return prefixAccounts + name }
+func groupKey(name string) string   { return prefixGroups + name }
+func sshHostKey(name string) string { return prefixSSHHosts + name }
+
+// sshHostKeyKey is where the host key of addr ("host:port") is kept; the
+// colon is not a key character, so it becomes '_'.
+func sshHostKeyKey(addr string) string {
+	return prefixSSHHostKeys + strings.NewReplacer(":", "_", "[", "", "]", "").Replace(addr)
+}

@@ -1,0 +1,80 @@
+package jobs
+
+import (
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/herd-io/herd/jobs/model"
+)
+
+// Node-stream protocols of jobs. Requests and answers are JSON
+// (p2p.CallJSON); every one travels on an authenticated, encrypted stream
+// between current members.
+const (
+	// protoDeliver: leader → executor. An Envelope; the answer is the
+	// acknowledgement that the task is accepted (running or done).
+	protoDeliver protocol.ID = "/herd/jobs/deliver/1"
+	// protoCancel: leader → executor. Stop a running task.
+	protoCancel protocol.ID = "/herd/jobs/cancel/1"
+	// protoReport: executor → leader. A host's final result.
+	protoReport protocol.ID = "/herd/jobs/report/1"
+	// protoPull: executor → leader. The tasks waiting for this node.
+	protoPull protocol.ID = "/herd/jobs/pull/1"
+	// protoCreate: API node → (another IDC, via consensus.RelayIDC) → leader.
+	// Under /herd/api/ so that RelayIDC may carry it.
+	protoCreate protocol.ID = "/herd/api/jobs-create/1"
+	// protoLogs: API node → executor. A range of a host's full output.
+	protoLogs protocol.ID = "/herd/api/jobs-logs/1"
+)
+
+// DeliverAck acknowledges a task.
+type DeliverAck struct {
+	Accepted time.Time `json:"accepted"`       // when the executor first accepted it
+	Done     bool      `json:"done,omitempty"` // already finished (its report follows or was sent)
+}
+
+// CancelRequest asks an executor to stop a task.
+type CancelRequest struct {
+	RunID string `json:"run_id"`
+	Host  string `json:"host"`
+}
+
+// Report carries a host's final result to the leader.
+type Report struct {
+	IDC    string           `json:"idc"`
+	RunID  string           `json:"run_id"`
+	Result model.HostResult `json:"result"`
+}
+
+// PullRequest asks the leader for the tasks pending on a node.
+type PullRequest struct {
+	Node string `json:"node"`
+}
+
+// PullResponse lists them, signed.
+type PullResponse struct {
+	Tasks []Envelope `json:"tasks"`
+}
+
+// CreateRequest asks a leader to create a run.
+type CreateRequest struct {
+	Request   model.RunRequest `json:"request"`
+	ID        string           `json:"id"` // chosen by the entry node, so a retried create is one run
+	CreatedBy string           `json:"created_by"`
+	IDC       string           `json:"idc"`
+}
+
+// CreateResponse is the created run, or the dry run's targets.
+type CreateResponse struct {
+	Run    *model.Run    `json:"run,omitempty"`
+	DryRun *model.DryRun `json:"dry_run,omitempty"`
+}
+
+// LogsRequest asks an executor for part of a host's output.
+type LogsRequest struct {
+	RunID  string `json:"run_id"`
+	Host   string `json:"host"`
+	Offset int64  `json:"offset"`
+	Max    int    `json:"max"`
+}

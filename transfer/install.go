@@ -1,0 +1,351 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// InstallOptions says how Install leaves the destination file.
+type InstallOptions struct {
+	// Mode is the file's permission bits (0..07777 in Unix terms: use
+	// ParseMode). Zero means 0644.
+	Mode os.FileMode
+	// Owner is "user:group", "user", ":group" or "" (keep the agent's own
+	// user and group). Names or numeric ids. See ParseOwner.
+	Owner string
+	// Mkdir creates missing parent directories (0755) instead of failing.
+	Mkdir bool
+}
+
+// ValidateDest accepts only absolute, clean destination paths other than
+// "/" and without any ".." element.
+func ValidateDest(dest string) error {
+	switch {
+	case dest == "":
+		return fmt.Errorf("%w: empty path", ErrBadDest)
+	case strings.ContainsRune(dest, 0):
+		return fmt.Errorf("%w: %q contains a NUL byte", ErrBadDest, dest)
+	case !filepath.IsAbs(dest):
+		return fmt.Errorf("%w: %q is not absolute (want a path starting with /)", ErrBadDest, dest)
+	case dest == "/":
+		return fmt.Errorf("%w: %q is the root directory", ErrBadDest, dest)
+	}
+	for _, el := range strings.Split(dest, "/") {
+		if el == ".." {
+			return fmt.Errorf("%w: %q contains \"..\"", ErrBadDest, dest)
+		}
+	}
+	if c := filepath.Clean(dest); c != dest {
+		return fmt.Errorf("%w: %q is not clean (did you mean %q?)", ErrBadDest, dest, c)
+	}
+	return nil
+}
+
+// ResolveDest returns the file path to install to: DEST itself, or
+// DEST/name when DEST is an existing directory (symlinks to directories
+// count). DEST must pass ValidateDest and name must be a plain file name.
+func ResolveDest(dest, name string) (string, error) {
+	if err := ValidateDest(dest); err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(dest)
+	if err != nil || !fi.IsDir() {
+		return dest, nil
+	}
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("%w: %s is a directory and the file name is unusable: %v", ErrBadDest, dest, err)
+	}
+	return filepath.Join(dest, name), nil
+}
+
+// CheckIdentical reports whether dest already holds the object: same size
+// (checked first, it costs one stat) and same MD5. A missing dest is not
+// an error: it is simply not identical.
+func CheckIdentical(dest string, size int64, md5hex string) (bool, error) {
+	fi, err := os.Stat(dest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("transfer: check %s: %w", dest, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != size {
+		return false, nil
+	}
+	f, err := os.Open(dest)
+	if err != nil {
+		return false, fmt.Errorf("transfer: check %s: %w", dest, err)
+	}
+	defer f.Close()
+	d, err := hashStream(context.Background(), f, nil, 0, size, nil)
+	if err != nil {
+		return false, fmt.Errorf("transfer: check %s: %w", dest, err)
+	}
+	return d.Size == size && d.MD5 == strings.ToLower(md5hex), nil
+}
+
+// ParseMode parses an octal mode such as "0644" or "755" in 0..07777 and
+// returns it as an os.FileMode (setuid, setgid and sticky mapped to their
+// os.Mode bits).
+func ParseMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%w: empty (want octal such as 0644)", ErrBadMode)
+	}
+	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %q is not an octal number (want e.g. 0644)", ErrBadMode, s)
+	}
+	if v > 0o7777 {
+		return 0, fmt.Errorf("%w: %q is out of range 0000..7777", ErrBadMode, s)
+	}
+	m := os.FileMode(v & 0o777)
+	if v&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if v&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if v&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m, nil
+}
+
+// ParseOwner resolves "user:group", "user", ":group" or "" to numeric ids;
+// -1 means "leave unchanged". A user given without a group keeps the
+// file's group (as chown(1) does with "user").
+func ParseOwner(s string) (uid, gid int, err error) {
+	uid, gid = -1, -1
+	if s == "" {
+		return uid, gid, nil
+	}
+	u, g, _ := strings.Cut(s, ":")
+	if u == "" && g == "" {
+		return -1, -1, fmt.Errorf("%w: %q names neither user nor group", ErrUnknownOwner, s)
+	}
+	if u != "" {
+		if uid, err = lookupID(u, true); err != nil {
+			return -1, -1, err
+		}
+	}
+	if g != "" {
+		if gid, err = lookupID(g, false); err != nil {
+			return -1, -1, err
+		}
+	}
+	return uid, gid, nil
+}
+
+func lookupID(name string, isUser bool) (int, error) {
+	what := "group"
+	if isUser {
+		what = "user"
+	}
+	if n, err := strconv.Atoi(name); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%w: %s id %d is negative", ErrUnknownOwner, what, n)
+		}
+		return n, nil
+	}
+	var id string
+	if isUser {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return 0, withKind(ErrUnknownOwner, err, "unknown user %q", name)
+		}
+		id = u.Uid
+	} else {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			return 0, withKind(ErrUnknownOwner, err, "unknown group %q", name)
+		}
+		id = g.Gid
+	}
+	n, err := strconv.Atoi(id)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q has non-numeric id %q", ErrUnknownOwner, what, name, id)
+	}
+	return n, nil
+}
+
+// Install copies src to dest atomically: a temporary ".herd-tmp-*" file in
+// dest's directory is written, fsynced, given its owner and mode, renamed
+// over dest, and the directory fsynced. On any error the temporary file is
+// removed, so dest is either the old file (or absent) or the complete new
+// one — never partial. dest must be a file path (see ResolveDest).
+// Errors wrap ErrBadDest, ErrMissingParent, ErrIsDir, ErrNoSpace,
+// ErrPermission or ErrUnknownOwner where they apply.
+func Install(ctx context.Context, src, dest string, opt InstallOptions) (err error) {
+	if err := ValidateDest(dest); err != nil {
+		return err
+	}
+	mode := opt.Mode
+	if mode == 0 {
+		mode = 0o644
+	}
+	uid, gid, err := ParseOwner(opt.Owner)
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("transfer: install %s: open source: %w", dest, err)
+	}
+	defer in.Close()
+	sfi, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("transfer: install %s: %w", dest, err)
+	}
+	size := sfi.Size()
+
+	dir := filepath.Dir(dest)
+	if dfi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if !opt.Mkdir {
+			return withKind(ErrMissingParent, err, "directory %s does not exist (use --mkdir to create it)", dir)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return installErr(err, dest, size, -1, "create directory %s", dir)
+		}
+	} else if err != nil {
+		return installErr(err, dest, size, -1, "stat directory %s", dir)
+	} else if !dfi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrBadDest, dir)
+	}
+	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() {
+		return fmt.Errorf("%w: %s is a directory and cannot be replaced by a file", ErrIsDir, dest)
+	}
+	free, ok := freeBytes(dir)
+	if !ok {
+		free = -1
+	}
+	if ok && free < size && preflightSpace {
+		return withKind(ErrNoSpace, syscall.ENOSPC, "no space left on device writing %s (needs %s, %s free)",
+			dest, humanBytes(size), humanBytes(free))
+	}
+
+	tmp, err := os.CreateTemp(dir, ".herd-tmp-*")
+	if err != nil {
+		return installErr(err, dest, size, free, "create temporary file in %s", dir)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	if _, err = io.Copy(tmp, ctxReader{ctx, in}); err != nil {
+		return installErr(err, dest, size, free, "write")
+	}
+	if err = tmp.Sync(); err != nil {
+		return installErr(err, dest, size, free, "sync")
+	}
+	if uid >= 0 || gid >= 0 {
+		if err = tmp.Chown(uid, gid); err != nil {
+			return installErr(err, dest, size, free, "chown %s", opt.Owner)
+		}
+	}
+	// After chown, which clears setuid/setgid bits.
+	if err = tmp.Chmod(mode); err != nil {
+		return installErr(err, dest, size, free, "chmod %04o", unixMode(mode))
+	}
+	if err = tmp.Close(); err != nil {
+		return installErr(err, dest, size, free, "close")
+	}
+	if err = os.Rename(tmpName, dest); err != nil {
+		return installErr(err, dest, size, free, "rename into place")
+	}
+	if err := syncDir(dir); err != nil {
+		// The file is in place; only durability of the rename is in doubt.
+		return installErr(err, dest, size, free, "sync directory")
+	}
+	return nil
+}
+
+// preflightSpace enables the free-space check before writing; tests turn it
+// off to exercise ENOSPC in the middle of a write.
+var preflightSpace = true
+
+// installErr wraps an OS error from installing dest with its kind and a
+// message that says what to do about it.
+// free is the space available before the write began (-1: unknown).
+func installErr(err error, dest string, size, free int64, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	switch classify(err) {
+	case ErrNoSpace:
+		if free >= 0 {
+			return withKind(ErrNoSpace, err, "no space left on device writing %s (needs %s, %s free)",
+				dest, humanBytes(size), humanBytes(free))
+		}
+		return withKind(ErrNoSpace, err, "no space left on device writing %s (needs %s)", dest, humanBytes(size))
+	case ErrPermission:
+		return withKind(ErrPermission, err, "permission denied installing %s (%s): %v", dest, what, err)
+	}
+	if errors.Is(err, syscall.EISDIR) {
+		return withKind(ErrIsDir, err, "%s is a directory and cannot be replaced by a file", dest)
+	}
+	return fmt.Errorf("transfer: install %s: %s: %w", dest, what, err)
+}
+
+// freeBytes returns the bytes available to an unprivileged writer in dir's
+// filesystem.
+func freeBytes(dir string) (int64, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail) * int64(st.Bsize), true
+}
+
+// humanBytes prints n in decimal units, as users read disk sizes.
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.0f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// unixMode converts an os.FileMode back to its 0..07777 Unix spelling.
+func unixMode(m os.FileMode) uint32 {
+	v := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		v |= 0o4000
+	}
+	if m&os.ModeSetgid != 0 {
+		v |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		v |= 0o1000
+	}
+	return v
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,470 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
+)
+
+// Peer is a swarm member handed out by the control group.
+type Peer struct {
+	// Addr is the host:port of the peer's swarm listener.
+	Addr string
+	// Trusted peers (same IDC) are exempt from anacrolix's ban after a
+	// failed piece in which they were the only contributor; smart bans
+	// (a block proven bad once the piece verifies) apply to everyone.
+	Trusted bool
+	// Name is the peer's node name, used as the key of FetchStats.FromPeer.
+	Name string
+}
+
+// FetchProgress is reported periodically during Fetch.
+type FetchProgress struct {
+	Done, Total int64 // verified bytes, object size
+	Peers       int   // connected peers
+}
+
+// FetchStats summarises a Fetch.
+type FetchStats struct {
+	// Bytes received from peers during this Fetch (useful data only).
+	Bytes int64
+	// FromPeer splits Bytes by Peer.Name, or by address for peers that
+	// connected to us without having been handed to us.
+	FromPeer map[string]int64
+	// Resumed is the bytes already verified on disk when the Fetch began.
+	Resumed int64
+	// Duration of the Fetch.
+	Duration time.Duration
+}
+
+// Swarm is a node's private BitTorrent swarm member: one anacrolix client
+// serving every object the node seeds and fetching the ones it lacks.
+type Swarm struct {
+	store  *Store
+	cl     *torrent.Client
+	db     *bbolt.DB
+	up     *rate.Limiter
+	down   *rate.Limiter
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	bySHA   map[string]*swarmEntry
+	byIH    map[metainfo.Hash]*swarmEntry
+	closed  bool
+	peerMu  sync.RWMutex
+	peerNam map[string]string // canonical addr -> Peer.Name
+}
+
+// swarmEntry is one object in the client.
+type swarmEntry struct {
+	obj     Object
+	ih      metainfo.Hash
+	t       *torrent.Torrent
+	partial string       // partial directory while fetching
+	done    atomic.Bool  // complete in the store
+	fetch   *fetchCounts // non-nil while a Fetch runs
+}
+
+func (e *swarmEntry) complete() bool      { return e.done.Load() }
+func (e *swarmEntry) partialPath() string { return filepath.Join(e.partial, "data") }
+
+// fetchCounts accumulates useful bytes per peer during a Fetch. It has its
+// own lock: anacrolix calls onUsefulData with its client lock held, so
+// nothing that holds this lock may call into the client.
+type fetchCounts struct {
+	mu     sync.Mutex
+	total  int64
+	byPeer map[string]int64
+}
+
+// NewSwarm starts a swarm member listening on cfg.ListenAddr.
+func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
+	c, ap, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openCompletionDB(filepath.Join(c.Store.partialDir(), "completion.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Swarm{
+		store:   c.Store,
+		db:      db,
+		up:      rate.NewLimiter(rateLimit(c.UploadRate), limiterBurst),
+		down:    rate.NewLimiter(rateLimit(c.DownloadRate), limiterBurst),
+		logger:  c.Logger,
+		bySHA:   map[string]*swarmEntry{},
+		byIH:    map[metainfo.Hash]*swarmEntry{},
+		peerNam: map[string]string{},
+	}
+	cl, err := torrent.NewClient(s.clientConfig(c, ap))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("transfer: start swarm on %s: %w", c.ListenAddr, err)
+	}
+	cl.AddDialer(newBoundDialer(ap))
+	s.cl = cl
+	return s, nil
+}
+
+// Addr returns the actual listen host:port.
+func (s *Swarm) Addr() string {
+	for _, a := range s.cl.ListenAddrs() {
+		return a.String()
+	}
+	return ""
+}
+
+// Close stops the swarm. Verified pieces of unfinished fetches stay on disk.
+func (s *Swarm) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	errs := s.cl.Close()
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
+}
+
+func (s *Swarm) entryByInfoHash(ih metainfo.Hash) *swarmEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byIH[ih]
+}
+
+// Seed serves a complete object from the store until Close (or Remove of
+// the object through the swarm). Seeding an object already in the swarm
+// is a no-op.
+func (s *Swarm) Seed(obj Object) error {
+	if err := checkObject(obj); err != nil {
+		return err
+	}
+	if _, ok, err := s.store.Get(obj.SHA256); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("transfer: seed %s: %w", obj.SHA256, ErrNotFound)
+	}
+	mi, err := s.store.MetaInfo(obj.SHA256)
+	if err != nil {
+		return err
+	}
+	_, err = s.add(obj, mi, true)
+	return err
+}
+
+// add registers obj and adds its torrent to the client. complete says the
+// object is in the store. If the object is already in the swarm the
+// existing entry is returned.
+func (s *Swarm) add(obj Object, mi *metainfo.MetaInfo, complete bool) (*swarmEntry, error) {
+	ih := mi.HashInfoBytes()
+	if ih.HexString() != obj.InfoHash {
+		return nil, fmt.Errorf("transfer: %s: metainfo hashes to %s, object says %s", obj.SHA256, ih.HexString(), obj.InfoHash)
+	}
+	info, err := mi.UnmarshalInfo()
+	if err != nil {
+		return nil, fmt.Errorf("transfer: %s: metainfo: %w", obj.SHA256, err)
+	}
+	if info.Length != obj.Size || info.PieceLength != obj.PieceLength || len(info.Files) != 0 || info.Name != obj.SHA256 {
+		return nil, fmt.Errorf("transfer: %s: metainfo does not describe the object (length %d, piece %d, name %q)",
+			obj.SHA256, info.Length, info.PieceLength, info.Name)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("transfer: swarm closed")
+	}
+	if e := s.bySHA[obj.SHA256]; e != nil {
+		s.mu.Unlock()
+		return e, nil
+	}
+	e := &swarmEntry{obj: obj, ih: ih, partial: filepath.Join(s.store.partialDir(), obj.SHA256)}
+	e.done.Store(complete)
+	s.bySHA[obj.SHA256] = e
+	s.byIH[ih] = e
+	s.mu.Unlock()
+
+	// The storage is opened inside AddTorrentOpt (the info is given), which
+	// calls back into entryByInfoHash: s.mu must not be held here.
+	t, _ := s.cl.AddTorrentOpt(torrent.AddTorrentOpts{InfoHash: ih, InfoBytes: mi.InfoBytes})
+	s.mu.Lock()
+	e.t = t
+	s.mu.Unlock()
+	select {
+	case <-t.GotInfo():
+	case <-t.Closed():
+		s.forget(e)
+		return nil, fmt.Errorf("transfer: %s: torrent closed while adding", obj.SHA256)
+	}
+	return e, nil
+}
+
+// forget drops an entry and its torrent.
+func (s *Swarm) forget(e *swarmEntry) {
+	s.mu.Lock()
+	if s.bySHA[e.obj.SHA256] == e {
+		delete(s.bySHA, e.obj.SHA256)
+		delete(s.byIH, e.ih)
+	}
+	t := e.t
+	s.mu.Unlock()
+	if t != nil {
+		t.Drop()
+		<-t.Closed()
+	}
+}
+
+// Drop stops seeding or fetching sha256 (e.g. before the object is removed
+// from the store). Verified pieces of a partial download stay on disk.
+func (s *Swarm) Drop(sha256 string) {
+	s.mu.Lock()
+	e := s.bySHA[sha256]
+	s.mu.Unlock()
+	if e != nil {
+		s.forget(e)
+	}
+}
+
+// AddPeers hands more peers to the object's torrent (during a fetch, or to
+// a seeder so it connects out). Unknown objects are ignored.
+func (s *Swarm) AddPeers(sha256 string, peers []Peer) {
+	s.mu.Lock()
+	e := s.bySHA[sha256]
+	s.mu.Unlock()
+	if e == nil || e.t == nil {
+		return
+	}
+	e.t.AddPeers(s.peerInfos(peers))
+}
+
+func (s *Swarm) peerInfos(peers []Peer) []torrent.PeerInfo {
+	out := make([]torrent.PeerInfo, 0, len(peers))
+	self := s.Addr()
+	s.peerMu.Lock()
+	defer s.peerMu.Unlock()
+	for _, p := range peers {
+		addr := canonicalAddr(p.Addr)
+		if addr == "" || addr == self {
+			continue
+		}
+		if p.Name != "" {
+			s.peerNam[addr] = p.Name
+		}
+		ap, _ := netip.ParseAddrPort(addr)
+		out = append(out, torrent.PeerInfo{
+			Addr:    torrent.IpPort{IP: ap.Addr().AsSlice(), Port: ap.Port()},
+			Source:  torrent.PeerSourceDirect,
+			Trusted: p.Trusted,
+		})
+	}
+	return out
+}
+
+// canonicalAddr returns addr as netip spells it, or "" if it is not an
+// ip:port (host names are not resolved: the control group hands out IPs).
+func canonicalAddr(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return ""
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}
+
+// onUsefulData is anacrolix's ReceivedUsefulData callback, called with the
+// client lock held.
+func (s *Swarm) onUsefulData(ev torrent.ReceivedUsefulDataEvent) {
+	t := ev.Peer.Torrent()
+	if t == nil {
+		return
+	}
+	s.mu.Lock()
+	e := s.byIH[t.InfoHash()]
+	var fc *fetchCounts
+	if e != nil {
+		fc = e.fetch
+	}
+	s.mu.Unlock()
+	if fc == nil {
+		return
+	}
+	name := s.peerName(ev.Peer)
+	n := int64(len(ev.Message.Piece))
+	fc.mu.Lock()
+	fc.total += n
+	fc.byPeer[name] += n
+	fc.mu.Unlock()
+}
+
+// peerName names a connected peer: by the Name it was handed out under,
+// else by its listen address. An inbound connection's source port is
+// ephemeral, so its listen port comes from the extended handshake.
+func (s *Swarm) peerName(p *torrent.Peer) string {
+	addr := p.RemoteAddr.String()
+	if pc, ok := p.TryAsPeerConn(); ok && p.Discovery == torrent.PeerSourceIncoming && pc.PeerListenPort != 0 {
+		if ap, err := netip.ParseAddrPort(addr); err == nil {
+			addr = netip.AddrPortFrom(ap.Addr(), uint16(pc.PeerListenPort)).String()
+		}
+	}
+	addr = canonicalAddr(addr)
+	s.peerMu.RLock()
+	name, ok := s.peerNam[addr]
+	s.peerMu.RUnlock()
+	if ok {
+		return name
+	}
+	return addr
+}
+
+// progressInterval is how often Fetch reports progress.
+const progressInterval = 250 * time.Millisecond
+
+// Fetch downloads obj (described by mi, as recorded by the store that
+// added it) from peers, verifies the whole file's SHA-256 and MD5, moves
+// it into the store and keeps seeding it. It blocks until then or until
+// ctx is done; verified pieces stay on disk, and a later Fetch (after a
+// restart too) resumes from them. If the object is already in the store,
+// Fetch seeds it and returns at once.
+func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, peers []Peer, progress func(FetchProgress)) (FetchStats, error) {
+	start := time.Now()
+	if err := checkObject(obj); err != nil {
+		return FetchStats{}, err
+	}
+	if mi == nil {
+		return FetchStats{}, fmt.Errorf("transfer: fetch %s: no metainfo", obj.SHA256)
+	}
+	if _, ok, err := s.store.Get(obj.SHA256); err != nil {
+		return FetchStats{}, err
+	} else if ok {
+		return FetchStats{Duration: time.Since(start), FromPeer: map[string]int64{}}, s.Seed(obj)
+	}
+	e, err := s.add(obj, mi, false)
+	if err != nil {
+		return FetchStats{}, err
+	}
+	fc := &fetchCounts{byPeer: map[string]int64{}}
+	s.mu.Lock()
+	if e.fetch != nil {
+		s.mu.Unlock()
+		return FetchStats{}, fmt.Errorf("transfer: fetch %s: already being fetched", obj.SHA256)
+	}
+	e.fetch = fc
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		e.fetch = nil
+		s.mu.Unlock()
+	}()
+	stats := func() FetchStats {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		m := make(map[string]int64, len(fc.byPeer))
+		for k, v := range fc.byPeer {
+			m[k] = v
+		}
+		return FetchStats{Bytes: fc.total, FromPeer: m, Duration: time.Since(start)}
+	}
+	if e.complete() { // a concurrent Fetch finished it
+		return stats(), nil
+	}
+	t := e.t
+	resumed := verifiedBytes(t, obj)
+	t.AddPeers(s.peerInfos(peers))
+	t.DownloadAll()
+
+	tick := time.NewTicker(progressInterval)
+	defer tick.Stop()
+	report := func() {
+		if progress != nil {
+			progress(FetchProgress{Done: verifiedBytes(t, obj), Total: obj.Size, Peers: len(t.PeerConns())})
+		}
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			st := stats()
+			st.Resumed = resumed
+			s.forget(e) // stop downloading; pieces stay for resume
+			return st, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, ctx.Err())
+		case <-t.Closed():
+			st := stats()
+			st.Resumed = resumed
+			return st, fmt.Errorf("transfer: fetch %s: dropped", obj.SHA256)
+		case <-t.Complete().On():
+			waiting = false
+		case <-tick.C:
+			report()
+		}
+	}
+	report()
+	if err := s.finish(ctx, e, mi); err != nil {
+		st := stats()
+		st.Resumed = resumed
+		return st, err
+	}
+	st := stats()
+	st.Resumed = resumed
+	return st, nil
+}
+
+// finish verifies a fully downloaded object and moves it into the store;
+// the torrent keeps seeding from the same (renamed) file.
+func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo) error {
+	obj := e.obj
+	f, err := os.Open(e.partialPath())
+	if err != nil {
+		return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
+	}
+	sha, md, n, err := hashWhole(ctx, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
+	}
+	if sha != obj.SHA256 || md != obj.MD5 || n != obj.Size {
+		// Every piece passed SHA-1, so the metainfo itself disagrees with
+		// the object record: start over rather than seed wrong bytes.
+		s.forget(e)
+		os.RemoveAll(e.partial)
+		forgetPieces(s.db, obj.SHA256)
+		return fmt.Errorf("transfer: fetch %s: %w: got sha256 %s md5 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, md, n)
+	}
+	if _, err := s.store.commit(e.partialPath(), obj, mi); err != nil {
+		return err
+	}
+	e.done.Store(true)
+	os.RemoveAll(e.partial)
+	if err := forgetPieces(s.db, obj.SHA256); err != nil {
+		s.logger.Warn("transfer: forget piece records", "sha256", obj.SHA256, "err", err)
+	}
+	return nil
+}
+
+// verifiedBytes counts the bytes of hash-verified pieces. Torrent's
+// BytesCompleted also counts received but unverified chunks, which a
+// restart loses.
+func verifiedBytes(t *torrent.Torrent, obj Object) int64 {
+	var n int64
+	i := 0
+	for _, run := range t.PieceStateRuns() {
+		if run.Complete {
+			first := int64(i) * obj.PieceLength
+			end := min(int64(i+run.Length)*obj.PieceLength, obj.Size)
+			n += end - first
+		}
+		i += run.Length
+	}
+	return n
+}

@@ -1,0 +1,179 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"golang.org/x/time/rate"
+)
+
+// Swarm defaults, used by DefaultSwarmConfig and for zero fields.
+const (
+	// DefaultSwarmListenAddr is the BitTorrent port next to libp2p's 7947.
+	DefaultSwarmListenAddr = "0.0.0.0:7948"
+	// DefaultMaxConnsPerTorrent bounds established connections per object.
+	// The control group hands each node at most a few dozen peers, so 64
+	// leaves room for inbound connections from nodes that were handed us,
+	// while an origin facing 2,000 leechers keeps only the 64 best (the
+	// others fetch from each other).
+	DefaultMaxConnsPerTorrent = 64
+	// DefaultMaxUnverifiedBytes lets 32 of the largest (16 MiB) pieces be in
+	// flight at once. anacrolix's default (64 MiB) allows a handful of big
+	// pieces and stalls a fast link. Unverified bytes live in the partial
+	// file, not in memory.
+	DefaultMaxUnverifiedBytes = 32 * maxPieceLen
+)
+
+// SwarmConfig configures a Swarm. Start from DefaultSwarmConfig.
+type SwarmConfig struct {
+	// Store holds complete objects and partial downloads. Required.
+	Store *Store
+	// ListenAddr is the "ip:port" the swarm listens on, and the source
+	// address of its outgoing connections when ip is not unspecified. Port
+	// 0 picks a free port (tests). Default DefaultSwarmListenAddr.
+	ListenAddr string
+	// UploadRate and DownloadRate cap the swarm's bytes per second across
+	// all objects. Zero means unlimited. SetRates changes them at runtime.
+	UploadRate, DownloadRate int64
+	// MaxConnsPerTorrent: default DefaultMaxConnsPerTorrent.
+	MaxConnsPerTorrent int
+	// MaxUnverifiedBytes: default DefaultMaxUnverifiedBytes.
+	MaxUnverifiedBytes int64
+	// Logger receives the swarm's logs and anacrolix's. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultSwarmConfig returns a config with every default filled in and no
+// Store.
+func DefaultSwarmConfig() *SwarmConfig {
+	return &SwarmConfig{
+		ListenAddr:         DefaultSwarmListenAddr,
+		MaxConnsPerTorrent: DefaultMaxConnsPerTorrent,
+		MaxUnverifiedBytes: DefaultMaxUnverifiedBytes,
+		Logger:             slog.Default(),
+	}
+}
+
+func (c SwarmConfig) withDefaults() (SwarmConfig, netip.AddrPort, error) {
+	def := DefaultSwarmConfig()
+	if c.ListenAddr == "" {
+		c.ListenAddr = def.ListenAddr
+	}
+	if c.MaxConnsPerTorrent == 0 {
+		c.MaxConnsPerTorrent = def.MaxConnsPerTorrent
+	}
+	if c.MaxUnverifiedBytes == 0 {
+		c.MaxUnverifiedBytes = def.MaxUnverifiedBytes
+	}
+	if c.Logger == nil {
+		c.Logger = def.Logger
+	}
+	if c.Store == nil {
+		return c, netip.AddrPort{}, fmt.Errorf("transfer: swarm config: Store is nil")
+	}
+	ap, err := netip.ParseAddrPort(c.ListenAddr)
+	if err != nil {
+		return c, ap, fmt.Errorf("transfer: swarm ListenAddr %q: want ip:port: %w", c.ListenAddr, err)
+	}
+	if c.UploadRate < 0 || c.DownloadRate < 0 || c.MaxConnsPerTorrent < 0 || c.MaxUnverifiedBytes < 0 {
+		return c, ap, fmt.Errorf("transfer: swarm config: negative rate or limit")
+	}
+	return c, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// rateLimit converts bytes/s (0 = unlimited) to a limiter rate.
+func rateLimit(bps int64) rate.Limit {
+	if bps <= 0 {
+		return rate.Inf
+	}
+	return rate.Limit(bps)
+}
+
+// limiterBurst is the burst of both limiters. anacrolix needs the upload
+// burst to hold one 16 KiB chunk and the download burst to exceed one read
+// (it truncates reads to the burst). It is set explicitly: left at 0 with
+// an Inf limit, anacrolix picks MaxInt, and a later SetLimit then never
+// throttles anything.
+const limiterBurst = 256 << 10
+
+// clientConfig builds the anacrolix config: private (no DHT, trackers,
+// PEX, webtorrent, webseeds, UPnP, uTP), seeding, TCP on the given address
+// only, file storage through s.
+func (s *Swarm) clientConfig(c SwarmConfig, ap netip.AddrPort) *torrent.ClientConfig {
+	cc := torrent.NewDefaultClientConfig()
+	cc.Seed = true
+	cc.NoUpload = false
+	cc.NoDHT = true
+	cc.DisableTrackers = true
+	cc.DisablePEX = true // peers come from the control group only
+	cc.DisableWebtorrent = true
+	cc.DisableWebseeds = true
+	cc.NoDefaultPortForwarding = true
+	cc.DisableUTP = true // datacenter links: TCP only, one socket type to firewall
+	host := ap.Addr().String()
+	cc.ListenHost = func(string) string { return host }
+	cc.ListenPort = int(ap.Port())
+	if ap.Addr().Is4() {
+		cc.DisableIPv6 = true
+	} else {
+		cc.DisableIPv4 = true
+	}
+	cc.DataDir = s.store.partialDir() // unused: DefaultStorage is ours
+	cc.DefaultStorage = swarmStorage{s}
+	cc.UploadRateLimiter = s.up
+	cc.DownloadRateLimiter = s.down
+	cc.MaxUnverifiedBytes = c.MaxUnverifiedBytes
+	cc.EstablishedConnsPerTorrent = c.MaxConnsPerTorrent
+	cc.HalfOpenConnsPerTorrent = max(c.MaxConnsPerTorrent/2, 8)
+	cc.TotalHalfOpenConns = 4 * cc.HalfOpenConnsPerTorrent
+	cc.TorrentPeersHighWater = 4096
+	cc.DialRateLimiter = rate.NewLimiter(100, 50)
+	cc.NominalDialTimeout = 10 * time.Second
+	cc.MinDialTimeout = 3 * time.Second
+	// MSE/RC4 obfuscation is not security and costs CPU: off.
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{}
+	cc.Slogger = c.Logger
+	// Outgoing connections come from the listen address (see boundDialer).
+	cc.DialForPeerConns = false
+	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, s.onUsefulData)
+	return cc
+}
+
+// boundDialer dials TCP from the swarm's own IP, so that peers see (and
+// account, and ban) the address the control group handed out, even on a
+// multi-homed host.
+type boundDialer struct {
+	network string
+	d       net.Dialer
+}
+
+func newBoundDialer(ap netip.AddrPort) boundDialer {
+	bd := boundDialer{network: "tcp4", d: net.Dialer{KeepAlive: -1}}
+	if ap.Addr().Is6() {
+		bd.network = "tcp6"
+	}
+	if !ap.Addr().IsUnspecified() {
+		bd.d.LocalAddr = &net.TCPAddr{IP: ap.Addr().AsSlice()}
+	}
+	return bd
+}
+
+func (b boundDialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return b.d.DialContext(ctx, b.network, addr)
+}
+
+func (b boundDialer) DialerNetwork() string { return b.network }
+
+var _ torrent.Dialer = boundDialer{}
+
+// SetRates changes the upload and download caps (bytes/s, 0 = unlimited)
+// at runtime.
+func (s *Swarm) SetRates(up, down int64) {
+	s.up.SetLimit(rateLimit(up))
+	s.down.SetLimit(rateLimit(down))
+}

@@ -1,0 +1,237 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// newTestSwarm starts a swarm on ip (a distinct 127.x address per node, so
+// that anacrolix's per-IP bans and accounting tell nodes apart).
+func newTestSwarm(t testing.TB, st *Store, ip string, mut func(*SwarmConfig)) *Swarm {
+	t.Helper()
+	cfg := DefaultSwarmConfig()
+	cfg.Store = st
+	cfg.ListenAddr = ip + ":0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if mut != nil {
+		mut(cfg)
+	}
+	s, err := NewSwarm(*cfg)
+	if err != nil {
+		t.Fatalf("NewSwarm: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// seeded adds data to a fresh store and seeds it from a swarm on ip.
+func seeded(t testing.TB, ip string, data []byte, mut func(*SwarmConfig)) (*Swarm, Object) {
+	t.Helper()
+	st := newStore(t)
+	obj := addBytes(t, st, "blob.bin", data)
+	sw := newTestSwarm(t, st, ip, mut)
+	if err := sw.Seed(obj); err != nil {
+		t.Fatalf("Seed: %v", err)
+	}
+	return sw, obj
+}
+
+func TestSwarmPlain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(64<<20, 10)
+	// The seeder's upload is capped so leechers must trade with each other.
+	seeder, obj := seeded(t, "127.0.1.1", data, func(c *SwarmConfig) { c.UploadRate = 24 << 20 })
+	mi, err := seeder.store.MetaInfo(obj.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	leechers := make([]*Swarm, n)
+	for i := range leechers {
+		leechers[i] = newTestSwarm(t, newStore(t), fmt.Sprintf("127.0.1.%d", i+2), nil)
+	}
+	peers := []Peer{{Addr: seeder.Addr(), Name: "seeder", Trusted: true}}
+	for i, l := range leechers {
+		peers = append(peers, Peer{Addr: l.Addr(), Name: fmt.Sprintf("leecher%d", i), Trusted: true})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	stats := make([]FetchStats, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, l := range leechers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stats[i], errs[i] = l.Fetch(ctx, obj, mi, peers, nil)
+		}()
+	}
+	wg.Wait()
+	var fromSeeder, fromLeechers int64
+	for i, l := range leechers {
+		if errs[i] != nil {
+			t.Fatalf("leecher%d: %v", i, errs[i])
+		}
+		got, ok, err := l.store.Get(obj.SHA256)
+		if err != nil || !ok || got != obj {
+			t.Fatalf("leecher%d store: %+v %v %v", i, got, ok, err)
+		}
+		fileEquals(t, l.store.Path(obj.SHA256), data)
+		for name, b := range stats[i].FromPeer {
+			if name == "seeder" {
+				fromSeeder += b
+			} else {
+				fromLeechers += b
+			}
+		}
+		t.Logf("leecher%d: %d bytes in %s from %v", i, stats[i].Bytes, stats[i].Duration.Round(time.Millisecond), stats[i].FromPeer)
+		if _, err := os.Stat(filepath.Join(l.store.partialDir(), obj.SHA256)); !os.IsNotExist(err) {
+			t.Errorf("leecher%d: partial dir left: %v", i, err)
+		}
+	}
+	t.Logf("from seeder %d MiB, from leechers %d MiB", fromSeeder>>20, fromLeechers>>20)
+	if fromLeechers == 0 {
+		t.Fatal("no bytes moved between leechers")
+	}
+	// A finished leecher seeds: a late node fetches with only leechers as peers.
+	late := newTestSwarm(t, newStore(t), "127.0.1.20", nil)
+	st, err := late.Fetch(ctx, obj, mi, peers[1:], nil)
+	if err != nil {
+		t.Fatalf("late fetch: %v", err)
+	}
+	if st.FromPeer["seeder"] != 0 || st.Bytes < obj.Size {
+		t.Fatalf("late fetch stats %+v", st)
+	}
+}
+
+func TestSwarmResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(32<<20, 11)
+	seeder, obj := seeded(t, "127.0.2.1", data, nil)
+	mi, _ := seeder.store.MetaInfo(obj.SHA256)
+	peers := []Peer{{Addr: seeder.Addr(), Name: "seeder"}}
+
+	dir := filepath.Join(t.TempDir(), "content")
+	st1, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := newTestSwarm(t, st1, "127.0.2.2", func(c *SwarmConfig) { c.DownloadRate = 8 << 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fctx, stop := context.WithCancel(ctx)
+	stats1, err := l1.Fetch(fctx, obj, mi, peers, func(p FetchProgress) {
+		if p.Done >= 8<<20 {
+			stop()
+		}
+	})
+	if err == nil {
+		t.Fatal("first fetch completed despite the cancel")
+	}
+	if err := l1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	t.Logf("first fetch: %d bytes, err %v", stats1.Bytes, err)
+
+	st2, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := newTestSwarm(t, st2, "127.0.2.2", nil)
+	stats2, err := l2.Fetch(ctx, obj, mi, peers, nil)
+	if err != nil {
+		t.Fatalf("resumed fetch: %v", err)
+	}
+	t.Logf("resumed: %d bytes already verified, %d fetched", stats2.Resumed, stats2.Bytes)
+	fileEquals(t, st2.Path(obj.SHA256), data)
+	if stats2.Resumed < 8<<20 {
+		t.Fatalf("Resumed = %d, want >= 8 MiB", stats2.Resumed)
+	}
+	if stats2.Bytes >= obj.Size || stats2.Bytes > obj.Size-stats2.Resumed+int64(obj.PieceLength) {
+		t.Fatalf("refetched verified pieces: %d bytes fetched, %d resumed, size %d", stats2.Bytes, stats2.Resumed, obj.Size)
+	}
+}
+
+func TestSwarmCorruptPeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(16<<20, 12)
+	good, obj := seeded(t, "127.0.3.1", data, nil)
+	bad, _ := seeded(t, "127.0.3.2", data, nil)
+	// Corrupt all of piece 1 in the bad seeder's object: it trusts its
+	// store and serves the bytes as they are.
+	p := bad.store.Path(obj.SHA256)
+	os.Chmod(p, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(randomBytes(int(obj.PieceLength), 99), obj.PieceLength); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	mi, _ := good.store.MetaInfo(obj.SHA256)
+	leech := newTestSwarm(t, newStore(t), "127.0.3.3", func(c *SwarmConfig) {
+		if os.Getenv("HERD_DEBUG") != "" {
+			c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		st  FetchStats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Only the bad peer at first: it is then the sole contributor to
+		// the failing piece, which anacrolix answers with a ban of its IP.
+		st, err := leech.Fetch(ctx, obj, mi, []Peer{{Addr: bad.Addr(), Name: "bad"}}, nil)
+		done <- result{st, err}
+	}()
+	waitFor(t, "the bad peer to be banned", 15*time.Second, func() bool {
+		return banned(leech, "127.0.3.2")
+	})
+	leech.AddPeers(obj.SHA256, []Peer{{Addr: good.Addr(), Name: "good"}})
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("fetch did not finish after the good peer was added")
+	}
+	if r.err != nil {
+		t.Fatalf("fetch: %v", r.err)
+	}
+	fileEquals(t, leech.store.Path(obj.SHA256), data)
+	leech.mu.Lock()
+	ts := leech.bySHA[obj.SHA256].t.Stats()
+	leech.mu.Unlock()
+	t.Logf("from %v; pieces dirtied bad %d, good %d", r.st.FromPeer, ts.PiecesDirtiedBad.Int64(), ts.PiecesDirtiedGood.Int64())
+	if r.st.FromPeer["good"] < obj.PieceLength {
+		t.Fatalf("the corrupt piece did not come from the good peer: %v", r.st.FromPeer)
+	}
+}
+
+// banned reports whether sw's client has banned ip. anacrolix records a
+// ban under the 16-byte form of the address ("::ffff:127.0.3.2") as often
+// as under the 4-byte one, so both are unmapped before comparing.
+func banned(sw *Swarm, ip string) bool {
+	return slices.ContainsFunc(sw.cl.BadPeerIPs(), func(s string) bool {
+		a, err := netip.ParseAddr(s)
+		return err == nil && a.Unmap().String() == ip
+	})
+}
