@@ -195,6 +195,8 @@ func readScript(c *ucli.Context, stdin io.Reader) (model.ScriptSpec, string, err
 		}
 	}
 	switch {
+	case sources == 0 && c.Bool("dry-run"):
+		return spec, "", nil // a dry run only resolves targets
 	case sources == 0:
 		return spec, "", usagef("nothing to run: give -- COMMAND ARGS..., --script FILE or --script-name NAME")
 	case sources > 1:

@@ -54,6 +54,21 @@ func badRequest(format string, args ...any) error {
 func (s *Scheduler) create(ctx context.Context, t *term, req CreateRequest) (CreateResponse, error) {
 	rr := req.Request
 	store := s.cfg.Server.Store()
+	groups, err := groupsMap(store)
+	if err != nil {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
+	}
+	sshHosts, err := listObjects[model.SSHHost](store, prefixSSHHosts)
+	if err != nil {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
+	}
+	res, err := Resolve(rr.Targets, s.cfg.IDC, s.cfg.LAN.Members(), groups, sshHosts)
+	if err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if rr.DryRun {
+		return CreateResponse{DryRun: &model.DryRun{IDC: s.cfg.IDC, Targets: res.Targets, Unknown: res.Unknown}}, nil
+	}
 	spec := rr.Script
 	if rr.ScriptRef != "" {
 		name, version, _ := strings.Cut(rr.ScriptRef, "@")
@@ -77,21 +92,6 @@ func (s *Scheduler) create(ctx context.Context, t *term, req CreateRequest) (Cre
 	}
 	if spec.Timeout == 0 {
 		spec.Timeout = model.Duration(model.DefaultTimeout)
-	}
-	groups, err := groupsMap(store)
-	if err != nil {
-		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
-	}
-	sshHosts, err := listObjects[model.SSHHost](store, prefixSSHHosts)
-	if err != nil {
-		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
-	}
-	res, err := Resolve(rr.Targets, s.cfg.IDC, s.cfg.LAN.Members(), groups, sshHosts)
-	if err != nil {
-		return CreateResponse{}, badRequest("%v", err)
-	}
-	if rr.DryRun {
-		return CreateResponse{DryRun: &model.DryRun{IDC: s.cfg.IDC, Targets: res.Targets, Unknown: res.Unknown}}, nil
 	}
 	if len(res.Targets) == 0 {
 		return CreateResponse{}, badRequest("the targets match no host in IDC %s", s.cfg.IDC)

@@ -86,7 +86,7 @@ func Resolve(sel model.Targets, idc string, members []mesh.Member, groups map[st
 			}
 		}
 	}
-	var res Resolution
+	res := Resolution{Targets: []model.Target{}}
 	for name, kind := range picked {
 		res.Targets = append(res.Targets, model.Target{Name: name, Kind: kind})
 	}

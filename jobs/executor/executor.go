@@ -74,6 +74,7 @@ func (e *Executor) Run(ctx context.Context, spec Spec, outputPath string) (res R
 		return e.failed(res, capt, err.Error())
 	}
 	defer os.RemoveAll(p.runDir)
+	defer p.script.Close() // execute closes it once the child has it; this covers early returns
 
 	return e.execute(ctx, spec, p, capt, res)
 }
@@ -85,7 +86,15 @@ type prepared struct {
 	env    []string
 	dir    string
 	runDir string
+	// script is the script file, open for reading; the child gets it as fd
+	// 3 and the interpreter reads /dev/fd/3. The account may not be able
+	// to traverse the agent's data directory to the file's path (it is
+	// 0700 in most setups), but an inherited descriptor needs no path.
+	script *os.File
 }
+
+// scriptFD is the descriptor the script reaches the interpreter on.
+const scriptFD = "/dev/fd/3"
 
 // prepare resolves the account, interpreter and workdir and writes the script
 // file. Each error is phrased for the operator reading a per-host result.
@@ -108,9 +117,14 @@ func (e *Executor) prepare(spec Spec) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	argv := append(interp, script)
+	f, err := os.Open(script)
+	if err != nil {
+		os.RemoveAll(runDir)
+		return nil, fmt.Errorf("open script file: %w", err)
+	}
+	argv := append(interp, scriptFD)
 	argv = append(argv, spec.Args...)
-	return &prepared{acct: acct, argv: argv, env: envList(env), dir: dir, runDir: runDir}, nil
+	return &prepared{acct: acct, argv: argv, env: envList(env), dir: dir, runDir: runDir, script: f}, nil
 }
 
 // workDir picks the directory the script starts in.
@@ -186,12 +200,13 @@ func (e *Executor) execute(ctx context.Context, spec Spec, p *prepared, capt *Ca
 		return e.failed(res, capt, fmt.Sprintf("create output pipe: %v", err))
 	}
 	cmd := &exec.Cmd{
-		Path:   p.argv[0],
-		Args:   p.argv,
-		Env:    p.env,
-		Dir:    p.dir,
-		Stdout: w,
-		Stderr: w,
+		Path:       p.argv[0],
+		Args:       p.argv,
+		Env:        p.env,
+		Dir:        p.dir,
+		Stdout:     w,
+		Stderr:     w,
+		ExtraFiles: []*os.File{p.script},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Credential: p.acct.cred,
@@ -200,6 +215,7 @@ func (e *Executor) execute(ctx context.Context, spec Spec, p *prepared, capt *Ca
 	res.Started = time.Now()
 	err = cmd.Start()
 	w.Close() // the child has its copy; ours would keep the pipe open forever
+	p.script.Close()
 	if err != nil {
 		r.Close()
 		return e.failed(res, capt, fmt.Sprintf("start %s as user %q: %v", p.argv[0], p.acct.name, err))

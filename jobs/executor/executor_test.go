@@ -214,7 +214,7 @@ func TestOutputTruncatedAndCapped(t *testing.T) {
 func TestScriptFileLifecycle(t *testing.T) {
 	e := newTestExecutor(t, nil)
 	res, out := runScript(t, context.Background(), e, Spec{
-		Script: []byte(`stat -c '%a %u' "$0" "$(dirname "$0")"; dirname "$(dirname "$0")"`),
+		Script: []byte(`f=$(readlink /proc/$$/fd/3); stat -c '%a %u' "$f" "$(dirname "$f")"; dirname "$(dirname "$f")"`),
 	})
 	if res.Status != StatusSuccess {
 		t.Fatalf("result %+v output %q", res, out)

@@ -57,7 +57,7 @@ func TestRunAsUser(t *testing.T) {
 	u, suppGid := throwawayUser(t)
 	e := newTestExecutor(t, nil)
 	script := `id -u; id -g; id -G; echo "$HOME $USER $LOGNAME $SHELL"; pwd
-stat -c '%a %u' "$0" "$(dirname "$0")"
+f=$(readlink /proc/$$/fd/3); stat -c '%a %u' "$f" "$(dirname "$f")"
 touch "$HOME/made-by-script" && stat -c '%u' "$HOME/made-by-script"`
 	res, out := runScript(t, context.Background(), e, Spec{Script: []byte(script), User: u.Username})
 	if res.Status != StatusSuccess {
