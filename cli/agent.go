@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"github.com/herd-io/herd/jobs/model"
 	"io"
 	"log/slog"
 	"os"
@@ -50,6 +52,9 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.StringFlag{Name: "cluster-name", EnvVars: []string{"HERD_CLUSTER_NAME"}, Value: def.ClusterName, Usage: "`NAME` separating meshes that share a network"},
 			&ucli.IntFlag{Name: "control-size", EnvVars: []string{"HERD_CONTROL_SIZE"}, Value: def.ControlSize, Usage: "target number of control-group voters in this IDC (`N`)"},
 			&ucli.DurationFlag{Name: "output-retention", EnvVars: []string{"HERD_OUTPUT_RETENTION"}, Value: def.OutputRetention, Usage: "keep the full output of scripts run on this node this long; the control group keeps head and tail (`DURATION`)"},
+			&ucli.StringFlag{Name: "swarm", EnvVars: []string{"HERD_SWARM"}, Value: def.Swarm, Usage: "listen for file-swarm peers on this `IP:PORT` (peer-to-peer pushes)"},
+			&ucli.StringFlag{Name: "upload-rate", EnvVars: []string{"HERD_UPLOAD_RATE"}, Usage: "cap this node's swarm upload, e.g. 50MB (per second; empty = unlimited) (`SIZE`)"},
+			&ucli.StringFlag{Name: "download-rate", EnvVars: []string{"HERD_DOWNLOAD_RATE"}, Usage: "cap this node's swarm download, e.g. 100MB (per second; empty = unlimited) (`SIZE`)"},
 			&ucli.IntFlag{Name: "ssh-concurrency", EnvVars: []string{"HERD_SSH_CONCURRENCY"}, Value: def.SSHConcurrency, Usage: "at most this many SSH sessions from this node to agentless hosts at once (`N`)"},
 			&ucli.DurationFlag{Name: "dead-server-timeout", EnvVars: []string{"HERD_DEAD_SERVER_TIMEOUT"}, Value: def.DeadServerTimeout, Usage: "remove a control-group server dead in gossip this long and promote a replacement (`DURATION`)"},
 			&ucli.StringFlag{Name: "primary-idc", EnvVars: []string{"HERD_PRIMARY_IDC"}, Usage: "`IDC` that owns global objects; the same on every node (default: this node's IDC)"},
@@ -101,6 +106,19 @@ func agentConfig(c *ucli.Context) (*node.Config, error) {
 	cfg.DeadServerTimeout = c.Duration("dead-server-timeout")
 	cfg.OutputRetention = c.Duration("output-retention")
 	cfg.SSHConcurrency = c.Int("ssh-concurrency")
+	cfg.Swarm = c.String("swarm")
+	for _, r := range []struct {
+		flag string
+		dst  *int64
+	}{{"upload-rate", &cfg.UploadRate}, {"download-rate", &cfg.DownloadRate}} {
+		if v := c.String(r.flag); v != "" {
+			n, err := model.ParseSize(v)
+			if err != nil {
+				return nil, &UsageError{Err: fmt.Errorf("--%s: %w", r.flag, err)}
+			}
+			*r.dst = n
+		}
+	}
 	cfg.WANBind = c.String("wan-bind")
 	cfg.WANAdvertise = c.String("wan-advertise")
 	cfg.WANJoin = splitList(c.StringSlice("wan-join"))

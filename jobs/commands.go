@@ -188,6 +188,13 @@ func applyHostsUpdate(w *state.KVWriter, body json.RawMessage) (any, error) {
 		if _, err := putJSON(w, idc, runHostKey(c.RunID, u.Host), u, nil); err != nil {
 			return nil, err
 		}
+		if r.Push != nil && u.Status == model.HostSuccess && u.Transfer != nil && u.Transfer.Swarm != "" {
+			// The host keeps the file in its store: a holder for later pushes.
+			fh := model.FileHolder{Node: u.Node, IDC: idc, Swarm: u.Transfer.Swarm}
+			if _, err := putJSON(w, idc, fileHolderKey(r.Push.File.SHA256, u.Node), fh, nil); err != nil {
+				return nil, err
+			}
+		}
 		res.Applied++
 	}
 	if res.Applied > 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/herd-io/herd/jobs/model"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
+	"github.com/herd-io/herd/transfer"
 )
 
 // NewRunID returns a run id that sorts by creation time:
@@ -69,6 +71,9 @@ func (s *Scheduler) create(ctx context.Context, t *term, req CreateRequest) (Cre
 	if rr.DryRun {
 		return CreateResponse{DryRun: &model.DryRun{IDC: s.cfg.IDC, Targets: res.Targets, Unknown: res.Unknown}}, nil
 	}
+	if rr.Push != nil {
+		return s.createPush(ctx, t, req, res)
+	}
 	spec := rr.Script
 	if rr.ScriptRef != "" {
 		name, version, _ := strings.Cut(rr.ScriptRef, "@")
@@ -105,12 +110,19 @@ func (s *Scheduler) create(ctx context.Context, t *term, req CreateRequest) (Cre
 		RerunOf: rr.RerunOf, CreatedBy: req.CreatedBy, Leader: s.cfg.Name,
 	}
 	settledHosts := s.settleAtCreate(store, &run, rr.Account, res, groups, now)
+	return s.commitRun(ctx, t, run, res, settledHosts)
+}
+
+// commitRun commits a resolved run, gossips its notice and wakes the
+// watchdog to deliver it.
+func (s *Scheduler) commitRun(ctx context.Context, t *term, run model.Run, res Resolution, settledHosts []model.HostResult) (CreateResponse, error) {
+	store := s.cfg.Server.Store()
 	cmd := RunCreate{Run: run, Targets: res.Targets, Settled: settledHosts}
 	ares, err := s.cfg.Server.Apply(ctx, "", RunCreateType, cmd)
 	var ce *consensus.CommandError
 	if errors.As(err, &ce) && ce.Code == consensus.CodeCASConflict {
 		// A retried create: the run exists already.
-		_, v, rerr := readRun(nil, store, runQuery{IDC: s.cfg.IDC, ID: req.ID})
+		_, v, rerr := readRun(nil, store, runQuery{IDC: s.cfg.IDC, ID: run.ID})
 		if rerr == nil && v != nil {
 			return CreateResponse{Run: &v.Run}, nil
 		}
@@ -210,4 +222,91 @@ func accountRefuses(acct *model.Account, idc, host string, groups map[string]mod
 		}
 	}
 	return fmt.Sprintf("account %s is limited to groups %s, and %s is in none of them", acct.Name, strings.Join(acct.Groups, ","), host)
+}
+
+// createPush validates a push and creates its run. Per-host checks (the
+// owner exists, the parent directory exists, there is space) happen on
+// each host, which reports them.
+func (s *Scheduler) createPush(ctx context.Context, t *term, req CreateRequest, res Resolution) (CreateResponse, error) {
+	p := *req.Request.Push
+	if err := transfer.ValidateDest(p.Dest); err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if _, err := transfer.ParseMode(p.Mode); p.Mode != "" && err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if err := validateOwnerSyntax(p.Owner); err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	if p.Rate < 0 || p.Timeout < 0 {
+		return CreateResponse{}, badRequest("rate and timeout must not be negative")
+	}
+	if !transfer.ValidSHA256(p.File.SHA256) {
+		return CreateResponse{}, badRequest("push: file %q is not a sha256 (herd file list shows the files)", p.File.SHA256)
+	}
+	f, _, err := getObject[model.File](s.cfg.Server.Store(), fileKey(p.File.SHA256))
+	if err != nil {
+		return CreateResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
+	}
+	if f == nil {
+		return CreateResponse{}, badRequest("no file %s in the content store (herd file add, or herd push with a local path, adds it)", p.File.SHA256)
+	}
+	if len(f.Origins) == 0 {
+		return CreateResponse{}, badRequest("file %s has no origin left to fetch from", f.SHA256)
+	}
+	p.File = *f
+	if p.Timeout == 0 {
+		p.Timeout = model.Duration(model.DefaultTimeout)
+	}
+	if len(res.Targets) == 0 {
+		return CreateResponse{}, badRequest("the targets match no host in IDC %s", s.cfg.IDC)
+	}
+	if err := model.ValidateRunID(req.ID); err != nil {
+		return CreateResponse{}, badRequest("%v", err)
+	}
+	now := time.Now()
+	run := model.Run{
+		ID: req.ID, IDC: s.cfg.IDC, Push: &p, Targets: req.Request.Targets, Created: now,
+		RerunOf: req.Request.RerunOf, CreatedBy: req.CreatedBy, Leader: s.cfg.Name,
+		Script: model.ScriptSpec{Command: fmt.Sprintf("push %s → %s", f.Name, p.Dest)},
+	}
+	var settled []model.HostResult
+	for _, tg := range res.Targets {
+		why := ""
+		switch {
+		case slices.Contains(res.Unknown, tg.Name):
+			why = fmt.Sprintf("no host named %s in IDC %s", tg.Name, s.cfg.IDC)
+		case tg.Kind == model.TargetSSH:
+			why = "pushes to agentless (SSH) hosts are not supported: install herd agent there"
+		}
+		if why != "" {
+			n := now
+			st := model.HostUnreachable
+			if tg.Kind == model.TargetSSH {
+				st = model.HostFailed
+			}
+			settled = append(settled, model.HostResult{Host: tg.Name, Kind: tg.Kind, Status: st, ExitCode: -1, Error: why, Finished: &n})
+		}
+	}
+	return s.commitRun(ctx, t, run, res, settled)
+}
+
+var ownerRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+
+// validateOwnerSyntax checks "user", "user:group" or ":group" (names or
+// numbers); whether they exist is each host's business.
+func validateOwnerSyntax(owner string) error {
+	if owner == "" {
+		return nil
+	}
+	user, group, _ := strings.Cut(owner, ":")
+	for _, part := range []string{user, group} {
+		if part != "" && !ownerRE.MatchString(part) {
+			return fmt.Errorf("owner %q: want user, user:group or :group", owner)
+		}
+	}
+	if user == "" && group == "" {
+		return fmt.Errorf("owner %q: want user, user:group or :group", owner)
+	}
+	return nil
 }

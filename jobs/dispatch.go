@@ -22,7 +22,7 @@ const deliverTimeout = 5 * time.Second
 func (s *Scheduler) task(r *model.Run, host model.HostResult, exec string, sshHosts map[string]model.SSHHost) (Task, error) {
 	t := Task{
 		RunID: r.ID, IDC: r.IDC, Host: host.Host, Executor: exec, Kind: host.Kind,
-		Script: r.Script, OSUser: r.OSUser, Issued: time.Now(),
+		Script: r.Script, OSUser: r.OSUser, Push: r.Push, Issued: time.Now(),
 	}
 	t.Expires = t.Issued.Add(taskLifetime)
 	if host.Kind == model.TargetSSH {

@@ -1,6 +1,9 @@
 package jobs
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Key layout of jobs' objects in the control group's KV. Everything lives
 // under "herd/", a prefix the KV API refuses to write (see ReservedPrefix),
@@ -21,6 +24,13 @@ import "strings"
 //	herd/groups/NAME            model.Group
 //	herd/ssh-hosts/NAME         model.SSHHost (with its secrets)
 //	herd/ssh-hostkeys/ADDR      the SSH host key recorded on first use
+//	herd/files/SHA256           model.File (content store catalog)
+//	herd/file-meta/SHA256/NNNN  the file's swarm metainfo, in chunks
+//
+// and, IDC scope again:
+//
+//	herd/file-holders/SHA256/NODE  model.FileHolder: a node of the IDC that
+//	                               keeps the file from an earlier push
 const ReservedPrefix = "herd/"
 
 const (
@@ -34,7 +44,16 @@ const (
 	prefixGroups       = "herd/groups/"
 	prefixSSHHosts     = "herd/ssh-hosts/"
 	prefixSSHHostKeys  = "herd/ssh-hostkeys/"
+	prefixFiles        = "herd/files/"
+	prefixFileMeta     = "herd/file-meta/"
+	prefixFileHolders  = "herd/file-holders/"
 )
+
+func fileKey(sha string) string             { return prefixFiles + sha }
+func fileMetaPrefix(sha string) string      { return prefixFileMeta + sha + "/" }
+func fileMetaKey(sha string, i int) string  { return fmt.Sprintf("%s%04d", fileMetaPrefix(sha), i) }
+func fileHoldersPrefix(sha string) string   { return prefixFileHolders + sha + "/" }
+func fileHolderKey(sha, node string) string { return fileHoldersPrefix(sha) + node }
 
 func runKey(id string) string           { return prefixRuns + id }
 func runTargetsKey(id string) string    { return prefixRunTargets + id }

@@ -31,6 +31,7 @@ type taskRecord struct {
 	Result   *model.HostResult `json:"result,omitempty"` // set once finished
 	Reported bool              `json:"reported"`         // the control group has Result
 	Output   string            `json:"output"`           // path of the full output
+	Task     json.RawMessage   `json:"task,omitempty"`   // pushes only: resumed after a restart
 }
 
 func taskKey(runID, host string) []byte { return []byte(runID + "\x00" + host) }

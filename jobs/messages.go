@@ -6,6 +6,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/transfer"
 )
 
 // Node-stream protocols of jobs. Requests and answers are JSON
@@ -24,6 +25,8 @@ const (
 	// protoCreate: API node → (another IDC, via consensus.RelayIDC) → leader.
 	// Under /herd/api/ so that RelayIDC may carry it.
 	protoCreate protocol.ID = "/herd/api/jobs-create/1"
+	// protoPeers: pushing host → leader. Where to fetch a file from.
+	protoPeers protocol.ID = "/herd/jobs/peers/1"
 	// protoLogs: API node → executor. A range of a host's full output.
 	protoLogs protocol.ID = "/herd/api/jobs-logs/1"
 )
@@ -77,4 +80,24 @@ type LogsRequest struct {
 	Host   string `json:"host"`
 	Offset int64  `json:"offset"`
 	Max    int    `json:"max"`
+}
+
+// PeersRequest asks the leader for the holders a pushing host should fetch
+// from. Swarm, when set, announces the asking node as a holder in progress
+// at that swarm address.
+type PeersRequest struct {
+	IDC   string `json:"idc"`
+	RunID string `json:"run_id"`
+	Node  string `json:"node"`
+	Host  string `json:"host"`
+	Swarm string `json:"swarm,omitempty"`
+}
+
+// PeersResponse lists swarm peers (same IDC first, a few cross-IDC ones
+// for gateways), the IDC of every named holder, and the same-IDC nodes that
+// hold the whole file (for fetches over node streams).
+type PeersResponse struct {
+	Peers []transfer.Peer   `json:"peers"`
+	IDCOf map[string]string `json:"idc_of"`
+	Full  []string          `json:"full"`
 }

@@ -93,8 +93,10 @@ func readRun(ws memdb.WatchSet, store *state.Store, q runQuery) (uint64, *model.
 	return idx, &v, nil
 }
 
-// readRuns lists runs newest first (run ids sort by creation time), bodies
-// of scripts left out.
+// readRuns lists runs newest first, bodies of scripts left out. Run ids
+// carry the creation time only to the second, with a random suffix, so
+// runs created in the same second are ordered by their Created time, not
+// by id.
 func readRuns(ws memdb.WatchSet, store *state.Store, q runsQuery) (uint64, *model.RunList, error) {
 	idx, entries, err := store.KVList(ws, q.IDC, prefixRuns)
 	if err != nil {
@@ -112,9 +114,16 @@ func readRuns(ws memdb.WatchSet, store *state.Store, q runsQuery) (uint64, *mode
 		r.ModifyIndex = entries[i].ModifyIndex
 		r.Script.Body = nil
 		out.Runs = append(out.Runs, r)
-		if q.Limit > 0 && len(out.Runs) >= q.Limit {
-			break
+	}
+	sort.SliceStable(out.Runs, func(i, j int) bool {
+		a, b := out.Runs[i], out.Runs[j]
+		if !a.Created.Equal(b.Created) {
+			return a.Created.After(b.Created)
 		}
+		return a.ID > b.ID
+	})
+	if q.Limit > 0 && len(out.Runs) > q.Limit {
+		out.Runs = out.Runs[:q.Limit]
 	}
 	return idx, out, nil
 }

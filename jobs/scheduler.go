@@ -105,6 +105,7 @@ func (s *Scheduler) Start() {
 	p2p.HandleJSON(s.cfg.Host, protoReport, s.handleReport)
 	p2p.HandleJSON(s.cfg.Host, protoPull, s.handlePull)
 	p2p.HandleJSON(s.cfg.Host, protoCreate, s.handleCreate)
+	p2p.HandleJSON(s.cfg.Host, protoPeers, s.handlePeers)
 }
 
 // term is one leadership term's memory.
@@ -114,8 +115,9 @@ type term struct {
 	wake    chan struct{}
 	sem     chan struct{}
 
-	mu    sync.Mutex
-	sends map[string]*sendState // runID\x00host
+	mu     sync.Mutex
+	sends  map[string]*sendState        // runID\x00host
+	swarms map[string]map[string]string // runID → node → swarm address (pushes in progress)
 }
 
 // sendState is what this term knows of one host's delivery.
@@ -239,7 +241,11 @@ func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.
 			}
 			exec, why := executorFor(h.Host, h.Kind, members, executors)
 			if why != "" {
-				settle = append(settle, unreachable(h, exec, why, now))
+				// A push waits for a host that is down (it may be
+				// restarting) up to the push's timeout; a script does not.
+				if r.Push == nil || now.Sub(r.Created) > runTimeout(r) || members[exec].Status == mesh.StatusLeft {
+					settle = append(settle, unreachable(h, exec, why, now))
+				}
 				continue
 			}
 			t.mu.Lock()
@@ -264,18 +270,18 @@ func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.
 				s.deliver(t, r, *h, exec)
 			}
 		case model.HostRunning:
-			node, alive := members[h.Node]
-			if !alive || node.Status == mesh.StatusFailed || node.Status == mesh.StatusLeft {
-				settle = append(settle, unreachable(h, h.Node, fmt.Sprintf("node %s %s while the script ran", h.Node, goneWord(node, alive)), now))
-				continue
-			}
 			started := now
 			if h.Started != nil {
 				started = *h.Started
 			}
-			timeout := r.Script.Timeout.Std()
-			if timeout <= 0 {
-				timeout = model.DefaultTimeout
+			timeout := runTimeout(r)
+			node, alive := members[h.Node]
+			if !alive || node.Status == mesh.StatusFailed || node.Status == mesh.StatusLeft {
+				// A push resumes when its host comes back, within its timeout.
+				if r.Push == nil || now.Sub(started) > timeout || node.Status == mesh.StatusLeft {
+					settle = append(settle, unreachable(h, h.Node, fmt.Sprintf("node %s %s while the %s ran", h.Node, goneWord(node, alive), runWhat(r)), now))
+				}
+				continue
 			}
 			t.mu.Lock()
 			if r.Cancelled {
@@ -311,6 +317,25 @@ func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.
 	if len(settle) > 0 {
 		s.enqueue(t, r.ID, settle, nil)
 	}
+}
+
+// runTimeout is how long one host of r may take.
+func runTimeout(r *model.Run) time.Duration {
+	d := r.Script.Timeout.Std()
+	if r.Push != nil {
+		d = r.Push.Timeout.Std()
+	}
+	if d <= 0 {
+		d = model.DefaultTimeout
+	}
+	return d
+}
+
+func runWhat(r *model.Run) string {
+	if r.Push != nil {
+		return "transfer"
+	}
+	return "script"
 }
 
 func goneWord(m mesh.Member, known bool) string {

@@ -52,7 +52,7 @@ func (s *Service) CreateRun(ctx context.Context, rr model.RunRequest) (*CreateRe
 	if err := rr.Targets.Validate(); err != nil {
 		return nil, badRequest("%v", err)
 	}
-	if rr.ScriptRef == "" && !rr.DryRun {
+	if rr.ScriptRef == "" && !rr.DryRun && rr.Push == nil {
 		if err := rr.Script.Validate(); err != nil {
 			return nil, badRequest("%v", err)
 		}

@@ -24,6 +24,7 @@ type Task struct {
 	Script   model.ScriptSpec `json:"script"`
 	OSUser   string           `json:"os_user,omitempty"` // "" = the agent's own user
 	SSH      *model.SSHHost   `json:"ssh,omitempty"`     // Kind ssh: how to reach the host
+	Push     *model.PushSpec  `json:"push,omitempty"`    // a file push instead of a script
 	Issued   time.Time        `json:"issued"`
 	Expires  time.Time        `json:"expires"` // an agent refuses to start it later
 }

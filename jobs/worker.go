@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/herd-io/herd/jobs/sshexec"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
+	"github.com/herd-io/herd/transfer"
 )
 
 // WorkerConfig configures the agent side of script execution.
@@ -41,6 +43,16 @@ type WorkerConfig struct {
 	LAN    *mesh.Mesh
 	Host   *p2p.Host
 	Server *consensus.Server
+	// Content and Swarm are the node's content store and swarm (pushes);
+	// SwarmAdvertise is the swarm address other nodes dial.
+	Content        *transfer.Store
+	Swarm          *transfer.Swarm
+	SwarmAdvertise string
+	// UploadRate and DownloadRate are the agent's swarm caps (bytes/s, 0 =
+	// unlimited), restored after a push with its own --rate.
+	UploadRate, DownloadRate int64
+	// FSRoot (dev only) prefixes push destinations.
+	FSRoot string
 	Logger *slog.Logger
 }
 
@@ -54,6 +66,9 @@ type Worker struct {
 	store *localStore
 	exec  *executor.Executor
 	ssh   *sshexec.Runner
+	// content and swarm move the bytes of pushes (nil: pushes fail).
+	content *transfer.Store
+	swarm   *transfer.Swarm
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,6 +111,8 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		exec:    ex,
 		running: map[string]context.CancelFunc{},
 		pullNow: make(chan struct{}, 1),
+		content: cfg.Content,
+		swarm:   cfg.Swarm,
 	}
 	w.ssh, err = sshexec.New(sshexec.Config{Concurrency: cfg.SSHConcurrency, HostKeys: &controlHostKeys{srv: cfg.Server}})
 	if err != nil {
@@ -162,26 +179,36 @@ func (w *Worker) accept(t Task) (DeliverAck, error) {
 	if w.ctx.Err() != nil {
 		return DeliverAck{}, p2p.Errorf(p2p.CodeUnavailable, "%s is stopping", w.cfg.Name)
 	}
-	rec, fresh, err := w.store.begin(taskRecord{
+	rec := taskRecord{
 		RunID: t.RunID, IDC: t.IDC, Host: t.Host, Accepted: time.Now(),
 		Output: w.outputPath(t.RunID, t.Host),
-	})
+	}
+	if t.Push != nil {
+		// A push resumes after a restart, so its record keeps the task.
+		rec.Task, _ = json.Marshal(t)
+	}
+	rec, fresh, err := w.store.begin(rec)
 	if err != nil {
 		return DeliverAck{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
 	}
 	if fresh {
-		ctx, cancel := context.WithCancel(w.ctx)
-		w.mu.Lock()
-		w.running[string(taskKey(t.RunID, t.Host))] = cancel
-		w.mu.Unlock()
-		w.go_(func() {
-			defer cancel()
-			w.execute(ctx, t, rec)
-		})
+		w.start(t, rec)
 	} else if rec.Result != nil && !rec.Reported {
 		w.go_(func() { w.report(rec) })
 	}
 	return DeliverAck{Accepted: rec.Accepted, Done: rec.Result != nil}, nil
+}
+
+// start runs t in its own goroutine, cancellable by a cancel request.
+func (w *Worker) start(t Task, rec taskRecord) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	w.mu.Lock()
+	w.running[string(taskKey(t.RunID, t.Host))] = cancel
+	w.mu.Unlock()
+	w.go_(func() {
+		defer cancel()
+		w.execute(ctx, t, rec)
+	})
 }
 
 func (w *Worker) outputPath(runID, host string) string {
@@ -208,6 +235,10 @@ func (w *Worker) execute(ctx context.Context, t Task, rec taskRecord) {
 	}
 	if spec.Lang == "" {
 		spec.Lang = executor.LangSh
+	}
+	if t.Push != nil {
+		w.finish(rec, w.push(ctx, t))
+		return
 	}
 	if err := os.MkdirAll(filepath.Dir(rec.Output), 0o700); err != nil {
 		w.finish(rec, failedResult(t, w.cfg.Name, fmt.Sprintf("cannot create the output directory: %v", err)))
@@ -317,6 +348,16 @@ func (w *Worker) recover() {
 		w.mu.Unlock()
 		if live {
 			continue
+		}
+		if rec.Result == nil && len(rec.Task) > 0 {
+			// A push: idempotent, and the swarm keeps verified pieces, so
+			// it resumes instead of failing.
+			var t Task
+			if err := json.Unmarshal(rec.Task, &t); err == nil && t.Push != nil {
+				w.log.Info("resuming a push interrupted by a restart", "run", t.RunID, "host", t.Host)
+				w.start(t, rec)
+				continue
+			}
 		}
 		if rec.Result == nil {
 			now := time.Now()

@@ -26,6 +26,7 @@ import (
 	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
+	"github.com/herd-io/herd/transfer"
 )
 
 // Agent is one running herd node.
@@ -42,7 +43,11 @@ type Agent struct {
 	worker    *jobs.Worker
 	scheduler *jobs.Scheduler
 	jobs      *jobs.Service
-	api       *apiServer
+	// content and swarm hold and move pushed files.
+	content        *transfer.Store
+	swarm          *transfer.Swarm
+	swarmAdvertise string
+	api            *apiServer
 
 	// fatal carries errors that end the agent after Start returned, such as
 	// a join that timed out.
@@ -285,6 +290,9 @@ func (a *Agent) closeParts() error {
 	}
 	if a.worker != nil {
 		a.worker.Stop()
+	}
+	if a.swarm != nil {
+		errs = append(errs, a.swarm.Close())
 	}
 	if a.control != nil {
 		errs = append(errs, a.control.Shutdown())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/jobs"
+	"github.com/herd-io/herd/jobs/model"
 	"github.com/herd-io/herd/mesh"
 )
 
@@ -31,6 +32,7 @@ const (
 	DefaultP2PPort    = 7947
 	DefaultAPIPort    = 7600
 	DefaultWANPort    = 7948
+	DefaultSwarmPort  = 7949
 )
 
 // Config is everything `herd agent` needs. Flags, HERD_* environment
@@ -94,6 +96,12 @@ type Config struct {
 	// OutputRetention is how long this node keeps the full output of the
 	// scripts it ran (the control group keeps head and tail). Default 7 days.
 	OutputRetention time.Duration
+	// Swarm is the "ip:port" the file swarm listens on (peer-to-peer
+	// pushes). Default 0.0.0.0:7948.
+	Swarm string
+	// UploadRate and DownloadRate cap this node's swarm traffic in bytes
+	// per second; 0 means unlimited.
+	UploadRate, DownloadRate int64
 	// SSHConcurrency bounds the SSH sessions this node opens to agentless
 	// hosts at once. Default 50.
 	SSHConcurrency int
@@ -141,6 +149,7 @@ func DefaultConfig() *Config {
 		DeadServerTimeout: consensus.DefaultDeadServerTimeout,
 		OutputRetention:   7 * 24 * time.Hour,
 		SSHConcurrency:    50,
+		Swarm:             net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultSwarmPort)),
 		HealthInterval:    5 * time.Second,
 		LogLevel:          "info",
 	}
@@ -240,6 +249,12 @@ func (c *Config) Validate() error {
 	}
 	if c.OutputRetention < time.Minute {
 		return fmt.Errorf("output-retention: %s is too short (minimum 1m)", c.OutputRetention)
+	}
+	if _, _, err := splitHostPort("swarm", c.Swarm); err != nil {
+		return err
+	}
+	if c.UploadRate < 0 || c.DownloadRate < 0 {
+		return fmt.Errorf("upload-rate/download-rate must not be negative")
 	}
 	if c.SSHConcurrency < 1 || c.SSHConcurrency > 10000 {
 		return fmt.Errorf("ssh-concurrency: %d is out of range (1..10000)", c.SSHConcurrency)
@@ -342,6 +357,9 @@ type FileConfig struct {
 	DeadServerTimeout *string           `yaml:"dead_server_timeout"`
 	OutputRetention   *string           `yaml:"output_retention"`
 	SSHConcurrency    *int              `yaml:"ssh_concurrency"`
+	Swarm             *string           `yaml:"swarm"`
+	UploadRate        *string           `yaml:"upload_rate"`
+	DownloadRate      *string           `yaml:"download_rate"`
 	APIToken          *string           `yaml:"api_token"`
 	APITokenFile      *string           `yaml:"api_token_file"`
 	FSRoot            *string           `yaml:"fs_root"`
@@ -413,6 +431,23 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	}
 	if fc.Dev != nil && !isSet("dev") {
 		c.Dev = *fc.Dev
+	}
+	if fc.Swarm != nil && !isSet("swarm") {
+		c.Swarm = *fc.Swarm
+	}
+	for _, r := range []struct {
+		flag string
+		src  *string
+		dst  *int64
+	}{{"upload-rate", fc.UploadRate, &c.UploadRate}, {"download-rate", fc.DownloadRate, &c.DownloadRate}} {
+		if r.src == nil || isSet(r.flag) {
+			continue
+		}
+		v, err := model.ParseSize(*r.src)
+		if err != nil {
+			return fmt.Errorf("config %s: %w", r.flag, err)
+		}
+		*r.dst = v
 	}
 	if fc.SSHConcurrency != nil && !isSet("ssh-concurrency") {
 		c.SSHConcurrency = *fc.SSHConcurrency

@@ -2,9 +2,11 @@ package node
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"github.com/herd-io/herd/jobs"
+	"github.com/herd-io/herd/transfer"
 )
 
 // newJobs builds the three sides of script execution on this node: the
@@ -23,12 +25,18 @@ func (a *Agent) newJobs() error {
 	if err != nil {
 		return fmt.Errorf("jobs: %w", err)
 	}
+	if err := a.startContent(); err != nil {
+		return err
+	}
 	w, err := jobs.NewWorker(jobs.WorkerConfig{
 		Name: a.cfg.Name, IDC: a.cfg.IDC,
 		DataDir:         filepath.Join(a.cfg.DataDir, "jobs"),
 		OutputRetention: a.cfg.OutputRetention,
 		SSHConcurrency:  a.cfg.SSHConcurrency,
 		LAN:             a.mesh, Host: a.host, Server: a.control,
+		Content: a.content, Swarm: a.swarm, SwarmAdvertise: a.swarmAdvertise,
+		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
+		FSRoot: a.cfg.FSRoot,
 		Logger: a.log.With("part", "jobs"),
 	})
 	if err != nil {
@@ -41,8 +49,49 @@ func (a *Agent) newJobs() error {
 	return nil
 }
 
+// startContent opens the node's content store and starts its file swarm,
+// seeding every object the store holds: any holder serves later pushes.
+func (a *Agent) startContent() error {
+	st, err := transfer.OpenStore(filepath.Join(a.cfg.DataDir, "content"))
+	if err != nil {
+		return fmt.Errorf("content store: %w", err)
+	}
+	sw, err := transfer.NewSwarm(transfer.SwarmConfig{
+		Store: st, ListenAddr: a.cfg.Swarm,
+		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
+		Logger: a.log.With("part", "swarm"),
+	})
+	if err != nil {
+		return fmt.Errorf("file swarm on %s: %w", a.cfg.Swarm, err)
+	}
+	a.content, a.swarm = st, sw
+	ip, err := a.advertiseIP()
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(sw.Addr())
+	if err != nil {
+		return fmt.Errorf("file swarm address %q: %w", sw.Addr(), err)
+	}
+	if h := net.ParseIP(host); h == nil || h.IsUnspecified() {
+		host = ip
+	}
+	a.swarmAdvertise = net.JoinHostPort(host, port)
+	objs, err := st.List()
+	if err != nil {
+		return fmt.Errorf("content store: %w", err)
+	}
+	for _, o := range objs {
+		if err := sw.Seed(o); err != nil {
+			a.log.Warn("cannot seed a stored object", "sha256", o.SHA256, "error", err)
+		}
+	}
+	return nil
+}
+
 // startJobs serves the jobs protocols once the stream host admits members.
 func (a *Agent) startJobs() {
+	transfer.ServeContent(a.host, a.content)
 	a.scheduler.Start()
 	a.worker.Start()
 }

@@ -40,6 +40,15 @@ func (s *apiServer) registerJobs() {
 	h("POST /v1/groups/{name}/hosts", s.groupHosts)
 	h("DELETE /v1/groups/{name}", s.groupDelete)
 
+	h("GET /v1/files", s.fileList)
+	h("POST /v1/files", s.fileAdd)
+	h("GET /v1/files/{sha}", s.fileGet)
+	h("DELETE /v1/files/{sha}", s.fileDelete)
+	h("POST /v1/uploads", s.uploadBegin)
+	h("GET /v1/uploads/{id}", s.uploadStatus)
+	h("PUT /v1/uploads/{id}", s.uploadWrite)
+	h("POST /v1/uploads/{id}/commit", s.uploadCommit)
+
 	h("GET /v1/ssh-hosts", s.sshHostList)
 	h("PUT /v1/ssh-hosts/{name}", s.sshHostPut)
 	h("DELETE /v1/ssh-hosts/{name}", s.sshHostDelete)
@@ -316,4 +325,70 @@ func (s *apiServer) sshHostPut(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) sshHostDelete(w http.ResponseWriter, r *http.Request) {
 	reply(w, struct{}{}, s.agent.jobs.DeleteSSHHost(r.Context(), r.PathValue("name")))
+}
+
+// --- files and uploads ---
+
+func (s *apiServer) fileList(w http.ResponseWriter, r *http.Request) {
+	out, err := s.agent.jobs.ListFiles(r.Context())
+	reply(w, out, err)
+}
+
+func (s *apiServer) fileAdd(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		Path string `json:"path"`
+	}
+	if !readBody(w, r, &b) {
+		return
+	}
+	out, err := s.agent.jobs.AddLocalFile(r.Context(), b.Path)
+	reply(w, out, err)
+}
+
+func (s *apiServer) fileGet(w http.ResponseWriter, r *http.Request) {
+	out, err := s.agent.jobs.GetFile(r.Context(), r.PathValue("sha"))
+	reply(w, out, err)
+}
+
+func (s *apiServer) fileDelete(w http.ResponseWriter, r *http.Request) {
+	reply(w, struct{}{}, s.agent.jobs.RemoveFile(r.Context(), r.PathValue("sha")))
+}
+
+func (s *apiServer) uploadBegin(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		Name string `json:"name"`
+		Size int64  `json:"size"`
+	}
+	if !readBody(w, r, &b) {
+		return
+	}
+	out, err := s.agent.jobs.BeginUpload(b.Name, b.Size)
+	reply(w, out, err)
+}
+
+func (s *apiServer) uploadStatus(w http.ResponseWriter, r *http.Request) {
+	out, err := s.agent.jobs.UploadStatus(r.PathValue("id"))
+	reply(w, out, err)
+}
+
+// uploadWrite appends a raw chunk (the body) at ?offset=N.
+func (s *apiServer) uploadWrite(w http.ResponseWriter, r *http.Request) {
+	off, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	if err != nil || off < 0 {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "offset must be a non-negative number")
+		return
+	}
+	out, err := s.agent.jobs.WriteUpload(r.PathValue("id"), off, r.Body)
+	reply(w, out, err)
+}
+
+func (s *apiServer) uploadCommit(w http.ResponseWriter, r *http.Request) {
+	var b struct {
+		SHA256 string `json:"sha256"`
+	}
+	if r.ContentLength != 0 && !readBody(w, r, &b) {
+		return
+	}
+	out, err := s.agent.jobs.CommitUpload(r.Context(), r.PathValue("id"), b.SHA256)
+	reply(w, out, err)
 }

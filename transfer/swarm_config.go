@@ -15,7 +15,7 @@ import (
 // Swarm defaults, used by DefaultSwarmConfig and for zero fields.
 const (
 	// DefaultSwarmListenAddr is the BitTorrent port next to libp2p's 7947.
-	DefaultSwarmListenAddr = "0.0.0.0:7948"
+	DefaultSwarmListenAddr = "0.0.0.0:7949"
 	// DefaultMaxConnsPerTorrent bounds established connections per object.
 	// The control group hands each node at most a few dozen peers, so 64
 	// leaves room for inbound connections from nodes that were handed us,

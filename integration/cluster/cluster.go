@@ -38,6 +38,14 @@ type Options struct {
 	// MaxNodes bounds how many nodes the cluster may ever have, so WAN
 	// ports can be reserved up front. Default: the initial node count + 4.
 	MaxNodes int
+	// Gossip tunes every node's mesh (and WAN pool). Default FastGossip;
+	// ScaleGossip suits hundreds of nodes sharing a few cores.
+	Gossip func(*mesh.Config)
+	// NoConverge makes New return once every node has started, without
+	// waiting until every node sees every other: at hundreds of nodes in
+	// one process full convergence takes minutes. Callers wait for what
+	// they need (WaitAlive).
+	NoConverge bool
 }
 
 // Cluster is a set of running in-process nodes.
@@ -74,6 +82,9 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	if opts.ControlSize == 0 {
 		opts.ControlSize = 1
 	}
+	if opts.Gossip == nil {
+		opts.Gossip = FastGossip
+	}
 	if opts.MaxNodes < n {
 		opts.MaxNodes = n + 4
 	}
@@ -98,6 +109,9 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Cleanup(c.stopAll)
 	for i := 0; i < n; i++ {
 		c.StartNode()
+	}
+	if opts.NoConverge {
+		return c
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+time.Duration(n)*100*time.Millisecond)
 	defer cancel()
@@ -125,6 +139,27 @@ func FastGossip(mc *mesh.Config) {
 	}
 }
 
+// ScaleGossip trades detection speed for CPU, as a pool of hundreds of
+// nodes sharing 2 cores needs (mesh's BenchmarkConverge profile=scale):
+// uncompressed gossip every 500ms, probes every 3s, generous suspicion,
+// and health sampled once a minute instead of every half second.
+func ScaleGossip(mc *mesh.Config) {
+	prev := mc.Memberlist
+	mc.HealthInterval = time.Minute
+	mc.Memberlist = func(m *memberlist.Config) {
+		if prev != nil {
+			prev(m)
+		}
+		m.EnableCompression = false
+		m.GossipInterval = 500 * time.Millisecond
+		m.ProbeInterval = 3 * time.Second
+		m.ProbeTimeout = 1500 * time.Millisecond
+		m.SuspicionMult = 6
+		m.PushPullInterval = time.Minute
+		m.TCPTimeout = 10 * time.Second
+	}
+}
+
 // FastControl tunes the control group for loopback tests: quick bootstrap,
 // elections, promotion and dead-server removal.
 func FastControl(g *consensus.GroupConfig) {
@@ -148,13 +183,14 @@ func (c *Cluster) StartNode() *node.Agent {
 	cfg.Bind = "127.0.0.1:0"
 	cfg.P2P = "127.0.0.1:0"
 	cfg.API = "127.0.0.1:0"
+	cfg.Swarm = fmt.Sprintf("127.0.2.%d:0", i%250+1) // the swarm bans by IP: one address per node
 	cfg.EncryptKey = c.Key
 	cfg.APIToken = c.Token
 	cfg.ControlSize = c.opts.ControlSize
 	cfg.PrimaryIDC = "dc1"
 	cfg.HealthInterval = 500 * time.Millisecond
 	cfg.Labels = map[string]string{"slot": fmt.Sprint(i + 1)}
-	cfg.TuneMesh = FastGossip
+	cfg.TuneMesh = c.opts.Gossip
 	cfg.TuneControl = FastControl
 	cfg.WANBind = c.wanAddr(i)
 	cfg.WANJoin = c.wanAddrs()
@@ -244,6 +280,24 @@ func (c *Cluster) WaitConverged(ctx context.Context) error {
 	})
 }
 
+// WaitAlive waits until node i sees n members of its IDC alive: what a
+// leader needs to target them, without the whole pool converging.
+func (c *Cluster) WaitAlive(ctx context.Context, i, n int) error {
+	a := c.Agents[i]
+	return WaitFor(ctx, 100*time.Millisecond, func() error {
+		alive := 0
+		for _, m := range a.Mesh().Members() {
+			if m.Status == mesh.StatusAlive && m.Meta.IDC == a.IDC() {
+				alive++
+			}
+		}
+		if alive < n {
+			return fmt.Errorf("%s sees %d alive, want %d", a.Name(), alive, n)
+		}
+		return nil
+	})
+}
+
 // WaitFor polls cond every interval until it returns nil or ctx ends, and
 // then returns cond's last error: conditions with deadlines, never sleeps.
 func WaitFor(ctx context.Context, interval time.Duration, cond func() error) error {
@@ -273,6 +327,11 @@ func (c *Cluster) markStopped(i int) {
 	defer c.mu.Unlock()
 	c.stopped[i] = true
 }
+
+// Close stops every node that still runs, at once (New's cleanup does
+// the same): for callers that need the resources back before their test
+// ends.
+func (c *Cluster) Close() { c.stopAll() }
 
 func (c *Cluster) stopAll() {
 	var wg sync.WaitGroup

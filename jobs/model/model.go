@@ -111,6 +111,8 @@ type RunRequest struct {
 	DryRun    bool   `json:"dry_run,omitempty"` // resolve targets only, create nothing
 	// RerunOf links a rerun to the run it repeats.
 	RerunOf string `json:"rerun_of,omitempty"`
+	// Push makes the run a file push instead of a script.
+	Push *PushSpec `json:"push,omitempty"`
 }
 
 // Run is one execution of a script on a set of hosts in one IDC.
@@ -128,6 +130,7 @@ type Run struct {
 	Finished    *time.Time         `json:"finished,omitempty"`
 	Cancelled   bool               `json:"cancelled,omitempty"` // an operator asked to cancel
 	RerunOf     string             `json:"rerun_of,omitempty"`
+	Push        *PushSpec          `json:"push,omitempty"`       // set for file pushes
 	CreatedBy   string             `json:"created_by,omitempty"` // node the request entered
 	Leader      string             `json:"leader,omitempty"`     // leader that created it
 	ModifyIndex uint64             `json:"modify_index"`
@@ -146,6 +149,8 @@ type HostResult struct {
 	Started  *time.Time `json:"started,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
 	Output   Output     `json:"output"`
+	// Transfer is set for pushes.
+	Transfer *TransferStats `json:"transfer,omitempty"`
 }
 
 // Duration returns how long the host ran, 0 if it did not.

@@ -52,13 +52,16 @@ type Options struct {
 
 // Node is one agent of the mesh.
 type Node struct {
-	Name    string `json:"name"`
-	IDC     string `json:"idc"`
-	PID     int    `json:"pid"`
-	API     string `json:"api"`
-	Gossip  string `json:"gossip"`
-	P2P     string `json:"p2p"`
-	WAN     string `json:"wan"`
+	Name   string `json:"name"`
+	IDC    string `json:"idc"`
+	PID    int    `json:"pid"`
+	API    string `json:"api"`
+	Gossip string `json:"gossip"`
+	P2P    string `json:"p2p"`
+	WAN    string `json:"wan"`
+	// Swarm is the file-swarm listener. Each node gets its own loopback
+	// address: the swarm bans misbehaving peers by IP.
+	Swarm   string `json:"swarm"`
 	DataDir string `json:"data_dir"`
 	FSRoot  string `json:"fs_root"`
 	Log     string `json:"log"`
@@ -222,7 +225,7 @@ func (o *Options) fill() error {
 }
 
 func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
-	ports, err := FreePorts(4)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +238,7 @@ func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
 		P2P:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		API:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2])),
 		WAN:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3])),
+		Swarm:   net.JoinHostPort(fmt.Sprintf("127.0.1.%d", i%250+1), strconv.Itoa(ports[4])),
 		DataDir: filepath.Join(dir, "data"),
 		FSRoot:  filepath.Join(dir, "root"),
 		Log:     filepath.Join(dir, "agent.log"),
@@ -246,7 +250,7 @@ func (c *Cluster) newNode(i int, opts Options) (*Node, error) {
 func (c *Cluster) agentArgs(n *Node, opts Options) []string {
 	args := []string{"agent",
 		"--name", n.Name, "--idc", n.IDC, "--dev",
-		"--bind", n.Gossip, "--p2p", n.P2P, "--api", n.API, "--wan-bind", n.WAN,
+		"--bind", n.Gossip, "--p2p", n.P2P, "--api", n.API, "--wan-bind", n.WAN, "--swarm", n.Swarm,
 		"--primary-idc", "dc1",
 		"--data-dir", n.DataDir, "--fs-root", n.FSRoot,
 		"--encrypt", c.EncryptKey, "--api-token", c.Token,
