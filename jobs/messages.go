@@ -27,6 +27,8 @@ const (
 	protoCreate protocol.ID = "/herd/api/jobs-create/1"
 	// protoPeers: pushing host → leader. Where to fetch a file from.
 	protoPeers protocol.ID = "/herd/jobs/peers/1"
+	// protoProgress: API node → (another IDC) → leader. A push's live bytes.
+	protoProgress protocol.ID = "/herd/api/jobs-progress/1"
 	// protoLogs: API node → executor. A range of a host's full output.
 	protoLogs protocol.ID = "/herd/api/jobs-logs/1"
 )
@@ -91,6 +93,14 @@ type PeersRequest struct {
 	Node  string `json:"node"`
 	Host  string `json:"host"`
 	Swarm string `json:"swarm,omitempty"`
+	// Done is how many verified bytes the host has (live progress).
+	Done int64 `json:"done,omitempty"`
+}
+
+// ProgressRequest asks the leader for a push's live progress.
+type ProgressRequest struct {
+	IDC   string `json:"idc"`
+	RunID string `json:"run_id"`
 }
 
 // PeersResponse lists swarm peers (same IDC first, a few cross-IDC ones

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
 	"github.com/herd-io/herd/transfer"
 )
@@ -45,6 +46,50 @@ func (t *term) announce(runID, node, addr string) {
 	m[node] = addr
 }
 
+// noteProgress records a fetching host's verified bytes.
+func (t *term) noteProgress(runID, host string, done int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.progress == nil {
+		t.progress = map[string]map[string]int64{}
+	}
+	m := t.progress[runID]
+	if m == nil {
+		m = map[string]int64{}
+		t.progress[runID] = m
+	}
+	m[host] = done
+}
+
+// handleProgress answers a push's live progress (on the leader; another
+// member passes it on).
+func (s *Scheduler) handleProgress(ctx context.Context, _ peer.ID, req ProgressRequest) (model.PushProgress, error) {
+	t := s.current()
+	if t == nil {
+		var out model.PushProgress
+		err := s.cfg.Server.CallLeader(ctx, func(ctx context.Context, m mesh.Member) error {
+			r, err := callMember[ProgressRequest, model.PushProgress](ctx, s.cfg.Host, m, protoProgress, req)
+			out = r
+			return err
+		})
+		return out, err
+	}
+	_, v, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: req.RunID, Hosts: true})
+	if err != nil || v == nil || v.Run.Push == nil {
+		return model.PushProgress{}, p2p.Errorf(p2p.CodeNotFound, "no push run %s in IDC %s", req.RunID, s.cfg.IDC)
+	}
+	out := model.PushProgress{Hosts: map[string]int64{}, Size: v.Run.Push.File.Size}
+	t.mu.Lock()
+	live := t.progress[req.RunID]
+	for _, h := range v.Hosts {
+		if h.Status == model.HostRunning {
+			out.Hosts[h.Host] = live[h.Host]
+		}
+	}
+	t.mu.Unlock()
+	return out, nil
+}
+
 func (t *term) announced(runID string) map[string]string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -71,6 +116,7 @@ func (s *Scheduler) handlePeers(_ context.Context, _ peer.ID, req PeersRequest) 
 		return PeersResponse{}, p2p.Errorf(p2p.CodeNotFound, "no push run %s", req.RunID)
 	}
 	t.announce(req.RunID, req.Node, req.Swarm)
+	t.noteProgress(req.RunID, req.Host, req.Done)
 	holders := s.holders(v, t.announced(req.RunID))
 	return answerPeers(req, v, holders, s.cfg.IDC), nil
 }

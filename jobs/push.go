@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -125,7 +126,7 @@ func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats) 
 // origin for --no-swarm (central push), otherwise any full holder. done is
 // false when no holder can be reached that way (the swarm then serves).
 func (w *Worker) fetchDirect(ctx context.Context, t Task, obj transfer.Object, origins map[string]bool, stats *model.TransferStats) (done bool, err error) {
-	peers, err := w.askPeers(ctx, t, false)
+	peers, err := w.askPeers(ctx, t, false, 0)
 	if err != nil {
 		return false, err
 	}
@@ -182,13 +183,14 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	if err != nil {
 		return err
 	}
-	peers, err := w.askPeers(ctx, t, true)
+	peers, err := w.askPeers(ctx, t, true, 0)
 	if err != nil {
 		return err
 	}
 	idcOf := peers.IDCOf
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var done atomic.Int64
 	go func() {
 		tick := time.NewTicker(peerRefresh)
 		defer tick.Stop()
@@ -198,13 +200,13 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 				return
 			case <-tick.C:
 			}
-			more, err := w.askPeers(fctx, t, true)
+			more, err := w.askPeers(fctx, t, true, done.Load())
 			if err == nil {
 				w.swarm.AddPeers(obj.SHA256, more.Peers)
 			}
 		}
 	}()
-	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, nil)
+	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) })
 	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
 	stats.FromNode, stats.ByIDC = fs.FromPeer, map[string]int64{}
 	for name, n := range fs.FromPeer {
@@ -233,8 +235,8 @@ func keys(m map[string]bool) []string {
 
 // askPeers asks the leader which holders to fetch from, announcing this
 // node as a holder in progress (inSwarm) so that others can fetch from it.
-func (w *Worker) askPeers(ctx context.Context, t Task, inSwarm bool) (PeersResponse, error) {
-	req := PeersRequest{IDC: t.IDC, RunID: t.RunID, Node: w.cfg.Name, Host: t.Host}
+func (w *Worker) askPeers(ctx context.Context, t Task, inSwarm bool, done int64) (PeersResponse, error) {
+	req := PeersRequest{IDC: t.IDC, RunID: t.RunID, Node: w.cfg.Name, Host: t.Host, Done: done}
 	if inSwarm {
 		req.Swarm = w.swarmAddr()
 	}

@@ -106,6 +106,7 @@ func (s *Scheduler) Start() {
 	p2p.HandleJSON(s.cfg.Host, protoPull, s.handlePull)
 	p2p.HandleJSON(s.cfg.Host, protoCreate, s.handleCreate)
 	p2p.HandleJSON(s.cfg.Host, protoPeers, s.handlePeers)
+	p2p.HandleJSON(s.cfg.Host, protoProgress, s.handleProgress)
 }
 
 // term is one leadership term's memory.
@@ -115,9 +116,10 @@ type term struct {
 	wake    chan struct{}
 	sem     chan struct{}
 
-	mu     sync.Mutex
-	sends  map[string]*sendState        // runID\x00host
-	swarms map[string]map[string]string // runID → node → swarm address (pushes in progress)
+	mu       sync.Mutex
+	sends    map[string]*sendState        // runID\x00host
+	swarms   map[string]map[string]string // runID → node → swarm address (pushes in progress)
+	progress map[string]map[string]int64  // runID → host → verified bytes (pushes in progress)
 }
 
 // sendState is what this term knows of one host's delivery.

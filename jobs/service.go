@@ -227,3 +227,25 @@ func isConflict(err error) bool {
 	var ce *consensus.CommandError
 	return errors.As(err, &ce) && ce.Code == consensus.CodeCASConflict
 }
+
+// PushProgress returns the live byte counts of a push's hosts still
+// fetching, from the leader of the run's IDC.
+func (s *Service) PushProgress(ctx context.Context, idc, id string) (*model.PushProgress, error) {
+	if err := model.ValidateRunID(id); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	idc = s.idcOr(idc)
+	body, err := json.Marshal(ProgressRequest{IDC: idc, RunID: id})
+	if err != nil {
+		return nil, err
+	}
+	raw, err := s.srv.RelayIDC(ctx, idc, protoProgress, body)
+	if err != nil {
+		return nil, err
+	}
+	var out model.PushProgress
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode push progress: %w", err)
+	}
+	return &out, nil
+}

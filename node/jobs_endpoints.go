@@ -21,6 +21,7 @@ func (s *apiServer) registerJobs() {
 	h("POST /v1/runs/{id}/cancel", s.runCancel)
 	h("POST /v1/runs/{id}/rerun", s.runRerun)
 	h("GET /v1/runs/{id}/logs", s.runLogs)
+	h("GET /v1/runs/{id}/progress", s.runProgress)
 
 	h("GET /v1/scripts", s.scriptList)
 	h("GET /v1/scripts/{name}", s.scriptGet)
@@ -390,5 +391,10 @@ func (s *apiServer) uploadCommit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := s.agent.jobs.CommitUpload(r.Context(), r.PathValue("id"), b.SHA256)
+	reply(w, out, err)
+}
+
+func (s *apiServer) runProgress(w http.ResponseWriter, r *http.Request) {
+	out, err := s.agent.jobs.PushProgress(r.Context(), r.URL.Query().Get("idc"), r.PathValue("id"))
 	reply(w, out, err)
 }

@@ -63,3 +63,10 @@ type TransferStats struct {
 	Identical   bool             `json:"identical,omitempty"` // skipped: the destination already matched
 	DurationSec float64          `json:"duration_sec"`
 }
+
+// PushProgress is the live byte count of a push's hosts still fetching
+// (GET /v1/runs/ID/progress), as their last peer requests told the leader.
+type PushProgress struct {
+	Hosts map[string]int64 `json:"hosts"` // host → verified bytes so far
+	Size  int64            `json:"size"`  // the file's size
+}
