@@ -52,11 +52,15 @@ func followRun(ctx context.Context, client *api.Client, g globals, w WatchOption
 		}
 		return err
 	}
+	summary := writeSummary
+	if view.Run.Push != nil {
+		summary = writePushSummary
+	}
 	if g.JSON {
 		if err := printJSON(stdout, view); err != nil {
 			return err
 		}
-	} else if err := writeSummary(stdout, view); err != nil {
+	} else if err := summary(stdout, view); err != nil {
 		return err
 	}
 	return exitWith(runExitCode(view.Run))
@@ -77,12 +81,20 @@ func watchRun(ctx context.Context, client *api.Client, g globals, w WatchOptions
 		index     uint64
 		failingAt time.Time
 		run       = *r
+		hosts     []model.HostResult
+		// A push's progress sums its finished hosts' bytes: poll with hosts.
+		isPush = r.Push != nil
 	)
+	if isPush {
+		p.line = func(run model.Run, elapsed time.Duration, bar bool) string {
+			return pushProgressLine(run, hosts, elapsed, bar)
+		}
+	}
 	for run.Status == model.RunRunning || run.Status == "" {
 		p.update(run)
 		start := time.Now()
 		rctx, cancel := requestContext(ctx, g, wait)
-		v, next, err := client.Run(rctx, r.ID, api.RunQuery{IDC: r.IDC, Index: index, Wait: wait, NoHosts: true})
+		v, next, err := client.Run(rctx, r.ID, api.RunQuery{IDC: r.IDC, Index: index, Wait: wait, NoHosts: !isPush})
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil || !transient(err) {
@@ -106,7 +118,7 @@ func watchRun(ctx context.Context, client *api.Client, g globals, w WatchOptions
 				return nil, err
 			}
 		}
-		index, run = next, v.Run
+		index, run, hosts = next, v.Run, v.Hosts
 	}
 	p.update(run)
 	rctx, cancel := requestContext(ctx, g, 0)
@@ -171,6 +183,8 @@ type progress struct {
 	lastAt   time.Time
 	drawn    bool
 	plainGap time.Duration
+	// line renders the progress (default progressLine).
+	line func(r model.Run, elapsed time.Duration, bar bool) string
 }
 
 const plainEvery = 10 * time.Second
@@ -179,7 +193,7 @@ func newProgress(w io.Writer, tty bool, start time.Time) *progress {
 	if start.IsZero() {
 		start = time.Now()
 	}
-	return &progress{w: w, tty: tty, start: start, now: time.Now, plainGap: plainEvery}
+	return &progress{w: w, tty: tty, start: start, now: time.Now, plainGap: plainEvery, line: progressLine}
 }
 
 // progressLine renders counts as "[####    ] 12/20 done · 1 failed · 8 running · 3.1 hosts/s · 4s".
@@ -219,14 +233,14 @@ func (p *progress) update(r model.Run) {
 		return
 	}
 	now := p.now()
-	line := progressLine(r, now.Sub(p.start), p.tty)
+	line := p.line(r, now.Sub(p.start), p.tty)
 	if p.tty {
 		fmt.Fprintf(p.w, "\r%s\x1b[K", line)
 		p.drawn = true
 		return
 	}
 	// The elapsed part always changes; compare the counts only.
-	counts := progressLine(r, 0, false)
+	counts := p.line(r, 0, false)
 	if counts != p.last && now.Sub(p.lastAt) >= p.plainGap {
 		fmt.Fprintf(p.w, "%s\n", line)
 		p.last, p.lastAt = counts, now

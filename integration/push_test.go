@@ -140,6 +140,15 @@ func TestPush(t *testing.T) {
 			t.Errorf("%s: err = %v, want bad_request", name, err)
 		}
 	}
+	// Without --mode the file is installed 0644.
+	nm := model.PushSpec{File: model.File{SHA256: sha}, Dest: "/opt/nomode"}
+	nv := waitRun(ctx, t, c, 0, createRun(ctx, t, c, 0, model.RunRequest{Targets: model.Targets{All: true}, Push: &nm}))
+	for i, h := range nv.Hosts {
+		st, err := os.Stat(filepath.Join(roots[i], "opt", "nomode"))
+		if h.Status != model.HostSuccess || err != nil || st.Mode().Perm() != 0o644 {
+			t.Fatalf("push without a mode, %s: %s %q (%v)", h.Host, h.Status, h.Error, err)
+		}
+	}
 	// Per-host errors: an unknown owner and a missing parent directory.
 	for _, p := range []model.PushSpec{
 		{File: model.File{SHA256: sha}, Dest: "/opt/owned", Owner: "nobody-such-user"},

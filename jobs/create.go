@@ -232,7 +232,10 @@ func (s *Scheduler) createPush(ctx context.Context, t *term, req CreateRequest, 
 	if err := transfer.ValidateDest(p.Dest); err != nil {
 		return CreateResponse{}, badRequest("%v", err)
 	}
-	if _, err := transfer.ParseMode(p.Mode); p.Mode != "" && err != nil {
+	if p.Mode == "" {
+		p.Mode = "0644"
+	}
+	if _, err := transfer.ParseMode(p.Mode); err != nil {
 		return CreateResponse{}, badRequest("%v", err)
 	}
 	if err := validateOwnerSyntax(p.Owner); err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/herd-io/herd/consensus"
@@ -164,6 +165,12 @@ func (s *Service) uploadPath(id string) (string, error) {
 	return filepath.Join(s.uploadDir(), id), nil
 }
 
+// uploadLock returns the mutex of one upload.
+func (s *Service) uploadLock(id string) *sync.Mutex {
+	v, _ := s.uploads.LoadOrStore(id, &sync.Mutex{})
+	return v.(*sync.Mutex)
+}
+
 // BeginUpload starts an upload of size bytes named name.
 func (s *Service) BeginUpload(name string, size int64) (*Upload, error) {
 	if s.worker == nil || s.worker.content == nil {
@@ -221,6 +228,13 @@ func (s *Service) UploadStatus(id string) (*Upload, error) {
 // WriteUpload appends body at offset, which must equal the bytes received
 // so far (a client that lost an answer asks UploadStatus and resumes).
 func (s *Service) WriteUpload(id string, offset int64, body io.Reader) (*Upload, error) {
+	// One writer per upload: a client that timed out may retry while its
+	// first request is still appending.
+	mu := s.uploadLock(id)
+	if !mu.TryLock() {
+		return nil, conflict("upload %s is being written by another request; ask its status and resume", id)
+	}
+	defer mu.Unlock()
 	u, err := s.UploadStatus(id)
 	if err != nil {
 		return nil, err
@@ -259,6 +273,9 @@ func (s *Service) CommitUpload(ctx context.Context, id, wantSHA string) (*model.
 	if u.Received != u.Size {
 		return nil, conflict("upload %s has %d of %d bytes", id, u.Received, u.Size)
 	}
+	mu := s.uploadLock(id)
+	mu.Lock()
+	defer mu.Unlock()
 	path, _ := s.uploadPath(id)
 	f, err := os.Open(path)
 	if err != nil {

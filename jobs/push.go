@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,14 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	if err != nil {
 		return fail(err)
 	}
+	modeText := spec.Mode
+	if modeText == "" {
+		modeText = "0644"
+	}
+	mode, err := transfer.ParseMode(modeText)
+	if err != nil {
+		return fail(err)
+	}
 	stats := &model.TransferStats{Dest: dest, Swarm: w.swarmAddr()}
 	res.Transfer = stats
 	if same, err := transfer.CheckIdentical(dest, spec.File.Size, spec.File.MD5); err != nil {
@@ -80,10 +89,6 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 		return res
 	}
 	if err := w.fetch(ctx, t, stats); err != nil {
-		return fail(err)
-	}
-	mode, err := transfer.ParseMode(spec.Mode)
-	if err != nil {
 		return fail(err)
 	}
 	opts := transfer.InstallOptions{Mode: mode, Owner: spec.Owner, Mkdir: spec.Mkdir}
@@ -187,7 +192,11 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	if err != nil {
 		return err
 	}
+	var idcMu sync.Mutex
 	idcOf := peers.IDCOf
+	if idcOf == nil {
+		idcOf = map[string]string{}
+	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var done atomic.Int64
@@ -202,6 +211,11 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 			}
 			more, err := w.askPeers(fctx, t, true, done.Load())
 			if err == nil {
+				idcMu.Lock()
+				for k, v := range more.IDCOf {
+					idcOf[k] = v
+				}
+				idcMu.Unlock()
 				w.swarm.AddPeers(obj.SHA256, more.Peers)
 			}
 		}
@@ -209,6 +223,9 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) })
 	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
 	stats.FromNode, stats.ByIDC = fs.FromPeer, map[string]int64{}
+	cancel() // stop the refresher before reading idcOf
+	idcMu.Lock()
+	defer idcMu.Unlock()
 	for name, n := range fs.FromPeer {
 		if origins[name] {
 			stats.FromOrigin += n

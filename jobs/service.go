@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/herd-io/herd/consensus"
@@ -22,6 +23,7 @@ type Service struct {
 	lan       *mesh.Mesh
 	host      *p2p.Host
 	worker    *Worker
+	uploads   sync.Map // upload id → *sync.Mutex
 }
 
 // ServiceConfig wires a Service to the node's parts.

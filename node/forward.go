@@ -24,6 +24,23 @@ const maxForwardBody = 1 << 20
 // forwardTimeout bounds one relayed request.
 const forwardTimeout = 30 * time.Second
 
+// forwardedWrites are the writes ?on=NODE may relay: those that act on the
+// named node itself rather than on the control group (which any node
+// reaches anyway), with how long each may take.
+var forwardedWrites = map[string]time.Duration{
+	"POST /v1/files": time.Hour, // add a file that is on that node: hashing 10 GB takes a while
+}
+
+// forwardBudget is how long a relayed request may take, and whether it may
+// be relayed at all.
+func forwardBudget(method, path string) (time.Duration, bool) {
+	if method == http.MethodGet {
+		return forwardTimeout, true
+	}
+	d, ok := forwardedWrites[method+" "+path]
+	return d, ok
+}
+
 // registerStreams installs the node-stream handlers this node serves.
 func (a *Agent) registerStreams() {
 	p2p.HandleJSON(a.host, protoAPI, a.serveForwarded)
@@ -45,9 +62,15 @@ func (s *apiServer) forwardHTTP(w http.ResponseWriter, r *http.Request, name str
 			fmt.Sprintf("a forwarded request body may be at most %d bytes", maxForwardBody))
 		return
 	}
+	budget, ok := forwardBudget(r.Method, r.URL.Path)
+	if !ok {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest,
+			fmt.Sprintf("%s %s cannot be sent to another node with ?on=: send it to any node without ?on", r.Method, r.URL.Path))
+		return
+	}
 	q := r.URL.Query()
 	q.Del("on") // the target serves it itself: no second hop
-	ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), budget)
 	defer cancel()
 	resp, err := p2p.CallJSON[forwardRequest, forwardResponse](ctx, s.agent.host, pid, m.Meta.P2P, protoAPI,
 		forwardRequest{Method: r.Method, Path: r.URL.Path, Query: q.Encode(), Body: body})
@@ -94,8 +117,8 @@ func writeForwarded(w http.ResponseWriter, resp forwardResponse) {
 // handlers. The stream is authenticated and the gater admits only mesh
 // members, so the entry node's token check stands.
 func (a *Agent) serveForwarded(ctx context.Context, from peer.ID, req forwardRequest) (forwardResponse, error) {
-	if req.Method != http.MethodGet {
-		return forwardResponse{}, p2p.Errorf(p2p.CodeBadRequest, "method %s cannot be forwarded", req.Method)
+	if _, ok := forwardBudget(req.Method, req.Path); !ok {
+		return forwardResponse{}, p2p.Errorf(p2p.CodeBadRequest, "%s %s cannot be forwarded", req.Method, req.Path)
 	}
 	u := &url.URL{Path: req.Path, RawQuery: req.Query}
 	hr, err := http.NewRequestWithContext(context.WithValue(ctx, forwardedKey{}, from), req.Method, u.String(), bytes.NewReader(req.Body))
