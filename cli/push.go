@@ -290,7 +290,7 @@ func resolveSource(ctx context.Context, client *api.Client, o PushOptions, src p
 // pushProgressLine renders a push's progress: hosts done, failed, the
 // aggregate rate of the finished hosts' bytes, and an ETA from hosts/s.
 // "[####    ] 12/20 hosts · 1 failed · 8 running · 112.0MB/s · ETA 6s · 9.8s"
-func pushProgressLine(r model.Run, hosts []model.HostResult, elapsed time.Duration, bar bool) string {
+func pushProgressLine(r model.Run, hosts []model.HostResult, live *model.PushProgress, elapsed time.Duration, bar bool) string {
 	done, failed := 0, 0
 	for s, n := range r.Counts {
 		if s.Terminal() {
@@ -300,12 +300,18 @@ func pushProgressLine(r model.Run, hosts []model.HostResult, elapsed time.Durati
 			}
 		}
 	}
-	var bytes int64
+	var bytes, liveBytes int64
 	for _, h := range hosts {
 		if h.Status.Terminal() && h.Transfer != nil {
 			bytes += h.Transfer.Bytes
 		}
 	}
+	if live != nil {
+		for _, n := range live.Hosts {
+			liveBytes += n
+		}
+	}
+	bytes += liveBytes
 	var b strings.Builder
 	if bar {
 		const width = 24
@@ -322,7 +328,11 @@ func pushProgressLine(r model.Run, hosts []model.HostResult, elapsed time.Durati
 	rate, eta := 0.0, "-"
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(bytes) / s
-		if done > 0 && done < r.Total {
+		if size := pushSize(r); live != nil && rate > 0 && size > 0 && done < r.Total {
+			// Bytes still to move: every unfinished host's missing part.
+			left := float64(int64(r.Total-done)*size - liveBytes)
+			eta = time.Duration(left / rate * float64(time.Second)).Round(time.Second).String()
+		} else if done > 0 && done < r.Total {
 			left := float64(r.Total-done) / (float64(done) / s)
 			eta = time.Duration(left * float64(time.Second)).Round(time.Second).String()
 		}
@@ -424,4 +434,12 @@ func writePushSummary(w io.Writer, v *model.RunView) error {
 	}
 	_, err := fmt.Fprintln(w, "\n"+totalsLine(sumTransfers(v.Hosts)))
 	return err
+}
+
+// pushSize is the size of a push run's file, 0 if unknown.
+func pushSize(r model.Run) int64 {
+	if r.Push == nil {
+		return 0
+	}
+	return r.Push.File.Size
 }

@@ -458,12 +458,12 @@ func TestPushProgressLine(t *testing.T) {
 		pushed("e", model.HostFailed, nil, "boom"),
 		{Host: "f", Status: model.HostRunning, Transfer: &model.TransferStats{Bytes: 99 * mb}}, // not finished: not counted
 	}
-	got := pushProgressLine(r, hosts, 10*time.Second, true)
+	got := pushProgressLine(r, hosts, nil, 10*time.Second, true)
 	want := "[############            ] 5/10 hosts · 1 failed · 5 running · 10.0MB/s · ETA 10s · 10s"
 	if got != want {
 		t.Fatalf("progress\n got %s\nwant %s", got, want)
 	}
-	if got := pushProgressLine(model.Run{Total: 2, Counts: map[model.HostStatus]int{model.HostPending: 2}}, nil, 0, false); got != "0/2 hosts · 0 failed · 0 running · 2 pending · 0B/s · ETA - · 0s" {
+	if got := pushProgressLine(model.Run{Total: 2, Counts: map[model.HostStatus]int{model.HostPending: 2}}, nil, nil, 0, false); got != "0/2 hosts · 0 failed · 0 running · 2 pending · 0B/s · ETA - · 0s" {
 		t.Fatalf("empty progress %q", got)
 	}
 }

@@ -82,13 +82,16 @@ func watchRun(ctx context.Context, client *api.Client, g globals, w WatchOptions
 		failingAt time.Time
 		run       = *r
 		hosts     []model.HostResult
-		// A push's progress sums its finished hosts' bytes: poll with hosts.
+		// A push's progress sums its finished hosts' bytes and the live
+		// bytes of those still fetching: poll with hosts, every second.
 		isPush = r.Push != nil
+		live   *model.PushProgress
 	)
 	if isPush {
 		p.line = func(run model.Run, elapsed time.Duration, bar bool) string {
-			return pushProgressLine(run, hosts, elapsed, bar)
+			return pushProgressLine(run, hosts, live, elapsed, bar)
 		}
+		wait = min(wait, time.Second)
 	}
 	for run.Status == model.RunRunning || run.Status == "" {
 		p.update(run)
@@ -119,6 +122,13 @@ func watchRun(ctx context.Context, client *api.Client, g globals, w WatchOptions
 			}
 		}
 		index, run, hosts = next, v.Run, v.Hosts
+		if isPush && run.Status == model.RunRunning {
+			pctx, cancel := requestContext(ctx, g, 0)
+			if lp, err := client.PushProgress(pctx, r.IDC, r.ID); err == nil {
+				live = lp
+			}
+			cancel()
+		}
 	}
 	p.update(run)
 	rctx, cancel := requestContext(ctx, g, 0)

@@ -318,3 +318,17 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// PushProgress returns the live byte counts of a push's hosts that are
+// still fetching (GET /v1/runs/{id}/progress).
+func (c *Client) PushProgress(ctx context.Context, idc, id string) (*model.PushProgress, error) {
+	q := url.Values{}
+	if idc != "" {
+		q.Set("idc", idc)
+	}
+	var out model.PushProgress
+	if err := c.get(ctx, "/v1/runs/"+url.PathEscape(id)+"/progress", q, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
