@@ -109,5 +109,8 @@ type ProgressRequest struct {
 type PeersResponse struct {
 	Peers []transfer.Peer   `json:"peers"`
 	IDCOf map[string]string `json:"idc_of"`
-	Full  []string          `json:"full"`
+	// NameOf maps every holder's swarm address to its node name: a peer
+	// that connected to the asker is known to the swarm only by address.
+	NameOf map[string]string `json:"name_of"`
+	Full   []string          `json:"full"`
 }

@@ -174,15 +174,19 @@ func answerPeers(req PeersRequest, v *model.RunView, holders []transfer.Holder, 
 	h := fnv.New64a()
 	h.Write([]byte(sha))
 	out := PeersResponse{
-		Peers: transfer.PickPeers(req.Node, idc, usable, maxSwarmPeers, crossIDCPeers, h.Sum64(), gateway),
-		IDCOf: map[string]string{},
-		Full:  []string{},
+		Peers:  transfer.PickPeers(req.Node, idc, usable, maxSwarmPeers, crossIDCPeers, h.Sum64(), gateway),
+		IDCOf:  map[string]string{},
+		NameOf: map[string]string{},
+		Full:   []string{},
 	}
 	if out.Peers == nil {
 		out.Peers = []transfer.Peer{}
 	}
 	for _, hd := range holders {
 		out.IDCOf[hd.Name] = hd.IDC
+		if hd.Addr != "" {
+			out.NameOf[hd.Addr] = hd.Name
+		}
 		if hd.IDC == idc && hd.State != holderInProgess && hd.Name != req.Node {
 			out.Full = append(out.Full, hd.Name)
 		}

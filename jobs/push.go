@@ -193,9 +193,12 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 		return err
 	}
 	var idcMu sync.Mutex
-	idcOf := peers.IDCOf
+	idcOf, nameOf := peers.IDCOf, peers.NameOf
 	if idcOf == nil {
 		idcOf = map[string]string{}
+	}
+	if nameOf == nil {
+		nameOf = map[string]string{}
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -215,6 +218,9 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 				for k, v := range more.IDCOf {
 					idcOf[k] = v
 				}
+				for k, v := range more.NameOf {
+					nameOf[k] = v
+				}
 				idcMu.Unlock()
 				w.swarm.AddPeers(obj.SHA256, more.Peers)
 			}
@@ -222,11 +228,15 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	}()
 	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) })
 	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
-	stats.FromNode, stats.ByIDC = fs.FromPeer, map[string]int64{}
+	stats.FromNode, stats.ByIDC = map[string]int64{}, map[string]int64{}
 	cancel() // stop the refresher before reading idcOf
 	idcMu.Lock()
 	defer idcMu.Unlock()
 	for name, n := range fs.FromPeer {
+		if node, ok := nameOf[name]; ok {
+			name = node // known to the swarm by address only
+		}
+		stats.FromNode[name] += n
 		if origins[name] {
 			stats.FromOrigin += n
 		} else {
