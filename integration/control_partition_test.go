@@ -26,14 +26,13 @@ type minorityWrite struct {
 // while the four others elect a new leader and go on. Once the link is back
 // the old leader catches up.
 func TestControlPartitionMinorityLeader(t *testing.T) {
-	f := startFleet(t, fleetOptions{hosts: 5, idcs: 1, extra: []string{"--control-size", "3"}})
+	f := startFleet(t, fleetOptions{hosts: 5, idcs: 1, controlSize: 3})
 	ctx := ctxTimeout(t, 180*time.Second)
 	if err := f.waitConverged(ctx, nil); err != nil {
 		t.Fatalf("%v\nlog of h1:\n%s", err, f.logs(0))
 	}
 	st, err := waitStatus(ctx, f.client(0), formed(3), func(st *api.ControlStatus) error {
 		if st.ControlSize != 3 {
-			// The fleet passes --control-size 1 first; the later flag wins.
 			return fmt.Errorf("control size %d, want 3", st.ControlSize)
 		}
 		return nil

@@ -27,23 +27,36 @@ type fleet struct {
 	idcs  []string
 	token string
 	key   string
+
+	controlSize int
+	noAgent     map[int]bool
 }
 
 type fleetOptions struct {
 	hosts, idcs int
 	rateMbit    int
-	extra       []string
+	// controlSize is the agents' --control-size; zero means 1.
+	controlSize int
+	// noAgent lists hosts (by index) that start no agent: bare netns
+	// hosts for agentless (SSH) targets. They count in hosts and idcs but
+	// nobody joins them and waitConverged does not expect them.
+	noAgent []int
+	extra   []string
 }
 
-// startFleet starts one agent per netns host; host i belongs to IDC
-// dc(i%idcs+1) and joins the first two hosts of its IDC.
+// startFleet starts one agent per netns host (except o.noAgent); host i
+// belongs to IDC dc(i%idcs+1) and joins the first two agent hosts of its
+// IDC.
 func startFleet(t testing.TB, o fleetOptions) *fleet {
 	t.Helper()
 	if ok, why := netns.Available(); !ok {
 		t.Skipf("netns fleet unavailable: %s", why)
 	}
 	hosts := netns.New(t, netns.Config{Hosts: o.hosts, RateMbit: o.rateMbit, Prefix: "herd"})
-	f := &fleet{t: t, hosts: hosts, token: randHex(t, 16)}
+	f := &fleet{t: t, hosts: hosts, token: randHex(t, 16), controlSize: max(o.controlSize, 1), noAgent: map[int]bool{}}
+	for _, i := range o.noAgent {
+		f.noAgent[i] = true
+	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -54,7 +67,9 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 	}
 	f.procs = make([]*netns.Process, len(hosts.Hosts))
 	for i := range hosts.Hosts {
-		f.start(i, o.extra)
+		if !f.noAgent[i] {
+			f.start(i, o.extra)
+		}
 	}
 	return f
 }
@@ -64,7 +79,7 @@ func (f *fleet) start(i int, extra []string) {
 	h := f.hosts.Hosts[i]
 	var join []string
 	for j, other := range f.hosts.Hosts {
-		if j != i && f.idcs[j] == f.idcs[i] && len(join) < 2 {
+		if j != i && !f.noAgent[j] && f.idcs[j] == f.idcs[i] && len(join) < 2 {
 			join = append(join, net.JoinHostPort(other.IP, "7946"))
 		}
 	}
@@ -73,9 +88,10 @@ func (f *fleet) start(i int, extra []string) {
 		"--bind", net.JoinHostPort(h.IP, "7946"),
 		"--p2p", net.JoinHostPort(h.IP, "7947"),
 		"--api", net.JoinHostPort(h.IP, "7600"),
+		"--swarm", net.JoinHostPort(h.IP, "7949"),
 		"--data-dir", "/srv/herd",
 		"--encrypt", f.key, "--api-token", f.token,
-		"--control-size", "1", "--health-interval", "2s",
+		"--control-size", fmt.Sprint(f.controlSize), "--health-interval", "2s",
 		"--labels", fmt.Sprintf("host=%d", i),
 	}
 	if len(join) > 0 {
@@ -111,8 +127,18 @@ func (f *fleet) statuses(ctx context.Context, i int) (map[string]string, error) 
 }
 
 // waitConverged waits until every live host sees every live host of its
-// IDC alive.
+// IDC alive. Hosts without an agent count as dead.
 func (f *fleet) waitConverged(ctx context.Context, dead map[int]bool) error {
+	if len(f.noAgent) > 0 {
+		all := map[int]bool{}
+		for i := range dead {
+			all[i] = dead[i]
+		}
+		for i := range f.noAgent {
+			all[i] = true
+		}
+		dead = all
+	}
 	return cluster.WaitFor(ctx, 100*time.Millisecond, func() error {
 		want := map[string]int{}
 		for i := range f.hosts.Hosts {

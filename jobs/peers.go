@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"net"
 	"slices"
 	"sort"
 
@@ -186,6 +187,11 @@ func answerPeers(req PeersRequest, v *model.RunView, holders []transfer.Holder, 
 		out.IDCOf[hd.Name] = hd.IDC
 		if hd.Addr != "" {
 			out.NameOf[hd.Addr] = hd.Name
+			// An incoming peer may be known by its IP and an ephemeral
+			// port only; a node has one swarm IP.
+			if ip, _, err := net.SplitHostPort(hd.Addr); err == nil {
+				out.NameOf[ip] = hd.Name
+			}
 		}
 		if hd.IDC == idc && hd.State != holderInProgess && hd.Name != req.Node {
 			out.Full = append(out.Full, hd.Name)

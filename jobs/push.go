@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -230,11 +232,23 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
 	stats.FromNode, stats.ByIDC = map[string]int64{}, map[string]int64{}
 	cancel() // stop the refresher before reading idcOf
+	if err == nil {
+		// Hosts that started after the last refresh may have sent bytes:
+		// one more answer names them.
+		if last, aerr := w.askPeers(ctx, t, true, obj.Size); aerr == nil {
+			idcMu.Lock()
+			maps.Copy(idcOf, last.IDCOf)
+			maps.Copy(nameOf, last.NameOf)
+			idcMu.Unlock()
+		}
+	}
 	idcMu.Lock()
 	defer idcMu.Unlock()
 	for name, n := range fs.FromPeer {
 		if node, ok := nameOf[name]; ok {
 			name = node // known to the swarm by address only
+		} else if ip, _, err := net.SplitHostPort(name); err == nil && nameOf[ip] != "" {
+			name = nameOf[ip]
 		}
 		stats.FromNode[name] += n
 		if origins[name] {

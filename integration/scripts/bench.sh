@@ -28,6 +28,9 @@ report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
   echo "## control group: replication lag of global objects to a second IDC under 8 writers"
   go test ./integration -run '^$' -bench 'BenchmarkReplicationLag' -benchtime 3s -timeout 10m
   echo
+  echo "## fan-out: \`hostname\` on 20 netns hosts, herd vs parallel-ssh vs ansible ad-hoc (target: herd <= 0.5 s)"
+  go test ./integration -run '^$' -bench 'BenchmarkFanoutNetns' -benchtime 5x -timeout 20m
+  echo
   echo "## node-stream RPC micro-benchmark"
   go test ./mesh/p2p -run '^$' -bench . -benchmem -timeout 10m
 } 2>&1 | tee "$report"

@@ -77,6 +77,26 @@ step "an IDC-scoped object stays in its IDC"
 "$HERD" kv put --node "$second" --idc dc2 lb/pool "10 backends"
 "$HERD" kv list --node "$second" --idc dc2
 
+step "a script on every node of dc1, as the agents' own user; output grouped by host"
+"$HERD" run --node "$first" --all -- 'echo "$HERD_HOST: $(uname -s) up $(cut -d. -f1 /proc/uptime)s"'
+step "a python script on the nodes a selector picks, from a node of dc2 (the run lives in dc1)"
+"$HERD" run --node "$second" --idc dc1 --select 'name in (node1,node5)' --lang python -- 'import platform; print(platform.python_version())'
+step "a failing host is reported with its exit code; herd run exits 1"
+if "$HERD" run --node "$first" --all -- 'test "$HERD_HOST" != node3 || exit 7'; then
+  echo "unexpected: a failed host did not fail the run"; exit 1
+else
+  echo "(exit code $? as scripts expect)"
+fi
+step "rerun only the failed host"
+last=$("$HERD" runs --node "$first" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["id"])')
+"$HERD" rerun --node "$first" "$last" --failed || true
+step "a 40 MB file pushed to every node of dc1 over the private swarm (uploaded from this shell first)"
+head -c 40000000 /dev/urandom >"$DIR/payload.bin"
+"$HERD" push --node "$first" "$DIR/payload.bin" /opt --all --mkdir --mode 0644
+step "the same push again: every host already identical, nothing moves"
+"$HERD" push --node "$first" "$DIR/payload.bin" /opt --all
+"$HERD" file list --node "$first"
+
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   step "the mesh keeps running (herd dev pid $DEV)"
   echo "  source $DIR/env && $HERD members"
