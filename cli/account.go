@@ -2,13 +2,13 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strings"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/node/api"
 )
 
 // AccountOptions are the inputs shared by the `herd account` verbs.
@@ -120,20 +120,15 @@ func validateAccount(a model.Account) error {
 }
 
 func runAccountAdd(ctx context.Context, o AccountOptions, a model.Account, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	out, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Account, error) {
+		return c.PutAccount(ctx, a)
+	})
 	if err != nil {
 		return err
 	}
-	out, err := client.PutAccount(ctx, a)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, out)
-	}
-	_, err = fmt.Fprintf(w, "account %s runs as OS user %s%s\n", out.Name, orDash(out.OSUser), accountLimits(*out))
-	return err
+	return o.emit(w, out, func() error {
+		return writef(w, "account %s runs as OS user %s%s\n", out.Name, orDash(out.OSUser), accountLimits(*out))
+	})
 }
 
 // accountLimits renders " on groups web, api in IDCs sh1" or "".
@@ -149,70 +144,48 @@ func accountLimits(a model.Account) string {
 }
 
 func runAccountList(ctx context.Context, o AccountOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	l, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.AccountList, error) {
+		return c.Accounts(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	l, err := client.Accounts(ctx)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		l.Accounts = nonNil(l.Accounts)
-		return printJSON(w, l)
-	}
-	t := newTable(w, "NAME", "OS USER", "GROUPS", "IDCS", "DEFAULT")
-	for _, a := range l.Accounts {
-		def := ""
-		if a.Name == l.Default {
-			def = "*"
+	l.Accounts = nonNil(l.Accounts)
+	return o.emit(w, l, func() error {
+		t := newTable(w, "NAME", "OS USER", "GROUPS", "IDCS", "DEFAULT")
+		for _, a := range l.Accounts {
+			def := ""
+			if a.Name == l.Default {
+				def = "*"
+			}
+			t.row(a.Name, orDash(a.OSUser), orDash(strings.Join(a.Groups, ",")), orDash(strings.Join(a.IDCs, ",")), def)
 		}
-		t.row(a.Name, orDash(a.OSUser), orDash(strings.Join(a.Groups, ",")), orDash(strings.Join(a.IDCs, ",")), def)
-	}
-	return t.flush()
+		return t.flush()
+	})
 }
 
 func runAccountRemove(ctx context.Context, o AccountOptions, name string, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
-	if err != nil {
-		return err
-	}
-	if err := client.DeleteAccount(ctx, name); err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string]string{"deleted": name})
-	}
-	_, err = fmt.Fprintf(w, "removed account %s\n", name)
-	return err
+	return runRemove(ctx, o.globals, w, func(ctx context.Context, c *api.Client) error {
+		return c.DeleteAccount(ctx, name)
+	}, map[string]string{"deleted": name}, "account "+name)
 }
 
 // runAccountDefault prints the default account, or with set sets it to
 // name ("" clears it).
 func runAccountDefault(ctx context.Context, o AccountOptions, name string, set bool, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	l, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.AccountList, error) {
+		if set {
+			return c.SetDefaultAccount(ctx, name)
+		}
+		return c.Accounts(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	var l *model.AccountList
-	if set {
-		l, err = client.SetDefaultAccount(ctx, name)
-	} else {
-		l, err = client.Accounts(ctx)
-	}
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string]string{"default": l.Default})
-	}
-	if l.Default == "" {
-		_, err = fmt.Fprintln(w, "no default account: runs without --user use the agents' own OS user")
-		return err
-	}
-	_, err = fmt.Fprintln(w, l.Default)
-	return err
+	return o.emit(w, map[string]string{"default": l.Default}, func() error {
+		if l.Default == "" {
+			return writef(w, "no default account: runs without --user use the agents' own OS user\n")
+		}
+		return writef(w, "%s\n", l.Default)
+	})
 }

@@ -142,11 +142,9 @@ func runFileAdd(ctx context.Context, o FileAddOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.JSON {
-		return printJSON(w, f)
-	}
-	_, err = fmt.Fprintf(w, "added %s (%s) sha256:%s md5:%s\n", f.Name, humanBytes(uint64(max(f.Size, 0))), f.SHA256, f.MD5)
-	return err
+	return o.emit(w, f, func() error {
+		return writef(w, "added %s (%s) sha256:%s md5:%s\n", f.Name, humanSize(f.Size), f.SHA256, f.MD5)
+	})
 }
 
 // localFile is a regular file opened for upload.
@@ -270,27 +268,21 @@ func fileListCommand() *ucli.Command {
 }
 
 func runFileList(ctx context.Context, o FileListOptions, w io.Writer) error {
-	client, rctx, cancel, err := o.connect(ctx, "")
+	l, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.FileList, error) {
+		return c.Files(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	l, err := client.Files(rctx)
-	if err != nil {
-		return apiError(err)
-	}
 	sort.Slice(l.Files, func(i, j int) bool { return l.Files[i].Added.After(l.Files[j].Added) })
-	if o.JSON {
-		return printJSON(w, l)
-	}
-	return writeFileList(w, l.Files, time.Now())
+	return o.emit(w, l, func() error { return writeFileList(w, l.Files, time.Now()) })
 }
 
 // writeFileList renders the catalog table, newest first as given.
 func writeFileList(w io.Writer, files []model.File, now time.Time) error {
 	t := newTable(w, "SHA256", "NAME", "SIZE", "MD5", "ORIGINS", "ADDED")
 	for _, f := range files {
-		t.row(shortDigest(f.SHA256), f.Name, humanBytes(uint64(max(f.Size, 0))), shortDigest(f.MD5),
+		t.row(shortDigest(f.SHA256), f.Name, humanSize(f.Size), shortDigest(f.MD5),
 			orDash(holderNames(f.Origins)), humanAge(now.Sub(f.Added))+" ago")
 	}
 	return t.flush()
@@ -322,10 +314,12 @@ func readFileRef(c *ucli.Context) (FileRefOptions, error) {
 	return o, nil
 }
 
-func fileShowCommand() *ucli.Command {
+// fileRefCommand is a verb that acts on one file of the content store,
+// named by SHA256 or a unique prefix: file show and file rm.
+func fileRefCommand(name, usage string, run func(context.Context, FileRefOptions, io.Writer) error) *ucli.Command {
 	return &ucli.Command{
-		Name:      "show",
-		Usage:     "show a file of the content store: digests, size, origins, holders",
+		Name:      name,
+		Usage:     usage,
 		ArgsUsage: "SHA256",
 		Flags:     commonFlags(),
 		Action: func(c *ucli.Context) error {
@@ -333,32 +327,30 @@ func fileShowCommand() *ucli.Command {
 			if err != nil {
 				return err
 			}
-			return runFileShow(c.Context, o, c.App.Writer)
+			return run(c.Context, o, c.App.Writer)
 		},
 	}
 }
 
+func fileShowCommand() *ucli.Command {
+	return fileRefCommand("show", "show a file of the content store: digests, size, origins, holders", runFileShow)
+}
+
 func runFileShow(ctx context.Context, o FileRefOptions, w io.Writer) error {
-	client, rctx, cancel, err := o.connect(ctx, "")
+	f, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.File, error) {
+		return resolveFile(ctx, c, o.Ref)
+	})
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	f, err := resolveFile(rctx, client, o.Ref)
-	if err != nil {
-		return err
-	}
-	if o.JSON {
-		return printJSON(w, f)
-	}
-	return writeFileEntry(w, f, time.Now())
+	return o.emit(w, f, func() error { return writeFileEntry(w, f, time.Now()) })
 }
 
 func writeFileEntry(w io.Writer, f *model.File, now time.Time) error {
 	fmt.Fprintf(w, "sha256:   %s\n", f.SHA256)
 	fmt.Fprintf(w, "md5:      %s\n", f.MD5)
 	fmt.Fprintf(w, "name:     %s\n", f.Name)
-	fmt.Fprintf(w, "size:     %s (%d bytes)\n", humanBytes(uint64(max(f.Size, 0))), f.Size)
+	fmt.Fprintf(w, "size:     %s (%d bytes)\n", humanSize(f.Size), f.Size)
 	if f.PieceLength > 0 {
 		fmt.Fprintf(w, "pieces:   %s each, info hash %s\n", humanBytes(uint64(f.PieceLength)), orDash(f.InfoHash))
 	}
@@ -379,39 +371,21 @@ func writeFileEntry(w io.Writer, f *model.File, now time.Time) error {
 }
 
 func fileRmCommand() *ucli.Command {
-	return &ucli.Command{
-		Name:      "rm",
-		Usage:     "remove a file from the catalog (pushes can no longer name it) and the node's store",
-		ArgsUsage: "SHA256",
-		Flags:     commonFlags(),
-		Action: func(c *ucli.Context) error {
-			o, err := readFileRef(c)
-			if err != nil {
-				return err
-			}
-			return runFileRm(c.Context, o, c.App.Writer)
-		},
-	}
+	return fileRefCommand("rm", "remove a file from the catalog (pushes can no longer name it) and the node's store", runFileRm)
 }
 
 func runFileRm(ctx context.Context, o FileRefOptions, w io.Writer) error {
-	client, rctx, cancel, err := o.connect(ctx, "")
+	f, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.File, error) {
+		f, err := resolveFile(ctx, c, o.Ref)
+		if err != nil {
+			return nil, err
+		}
+		return f, c.DeleteFile(ctx, f.SHA256)
+	})
 	if err != nil {
 		return err
 	}
-	defer cancel()
-	f, err := resolveFile(rctx, client, o.Ref)
-	if err != nil {
-		return err
-	}
-	if err := client.DeleteFile(rctx, f.SHA256); err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, struct{}{})
-	}
-	_, err = fmt.Fprintf(w, "removed %s (%s)\n", f.SHA256, f.Name)
-	return err
+	return o.emit(w, struct{}{}, func() error { return writef(w, "removed %s (%s)\n", f.SHA256, f.Name) })
 }
 
 var hexRefRE = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
@@ -543,5 +517,5 @@ func meterLine(label string, n, total int64, elapsed time.Duration) string {
 		eta = "0s"
 	}
 	return fmt.Sprintf("%s [%s%s] %3d%% %s/%s %s/s ETA %s", label, strings.Repeat("#", fill), strings.Repeat(" ", width-fill),
-		pct, humanBytes(uint64(max(n, 0))), humanBytes(uint64(max(total, 0))), humanBytes(uint64(rate)), eta)
+		pct, humanSize(n), humanSize(total), humanBytes(uint64(rate)), eta)
 }

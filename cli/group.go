@@ -9,6 +9,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/node/api"
 )
 
 // GroupOptions are the inputs shared by the `herd group` verbs.
@@ -103,28 +104,12 @@ follow labels instead, use herd run --select.
 			{
 				Name: "add", Usage: "add hosts to a static group", ArgsUsage: "NAME HOST...", Flags: commonFlags(),
 				Description: `  herd group add db db-3 db-4`,
-				Action: argsAnywhere(func(c *ucli.Context, args []string) error {
-					o, hosts, err := readGroupArgs(c, args, true)
-					if err != nil {
-						return err
-					}
-					return runGroupWrite(c.Context, o, func(ctx context.Context, client groupClient) (*model.Group, error) {
-						return client.UpdateGroupHosts(ctx, o.Name, hosts, nil)
-					}, "updated", c.App.Writer)
-				}),
+				Action:      groupHostsAction(false),
 			},
 			{
 				Name: "remove", Usage: "remove hosts from a static group", ArgsUsage: "NAME HOST...", Flags: commonFlags(),
 				Description: `  herd group remove db db-1`,
-				Action: argsAnywhere(func(c *ucli.Context, args []string) error {
-					o, hosts, err := readGroupArgs(c, args, true)
-					if err != nil {
-						return err
-					}
-					return runGroupWrite(c.Context, o, func(ctx context.Context, client groupClient) (*model.Group, error) {
-						return client.UpdateGroupHosts(ctx, o.Name, nil, hosts)
-					}, "updated", c.App.Writer)
-				}),
+				Action:      groupHostsAction(true),
 			},
 			{
 				Name: "rm", Usage: "delete a static group", ArgsUsage: "NAME", Flags: commonFlags(),
@@ -141,6 +126,24 @@ follow labels instead, use herd run --select.
 	})
 }
 
+// groupHostsAction is the action of group add and, with remove set, group
+// remove: NAME, then the HOSTs to add to or remove from it.
+func groupHostsAction(remove bool) ucli.ActionFunc {
+	return argsAnywhere(func(c *ucli.Context, args []string) error {
+		o, hosts, err := readGroupArgs(c, args, true)
+		if err != nil {
+			return err
+		}
+		add, rm := hosts, []string(nil)
+		if remove {
+			add, rm = nil, hosts
+		}
+		return runGroupWrite(c.Context, o, func(ctx context.Context, client groupClient) (*model.Group, error) {
+			return client.UpdateGroupHosts(ctx, o.Name, add, rm)
+		}, "updated", c.App.Writer)
+	})
+}
+
 // groupClient is the slice of the API client the group verbs use.
 type groupClient interface {
 	Group(ctx context.Context, name string) (*model.Group, error)
@@ -151,64 +154,46 @@ type groupClient interface {
 // runGroupWrite performs one call that answers a group and prints it;
 // verb ("created", "updated", "") heads the human form.
 func runGroupWrite(ctx context.Context, o GroupOptions, call func(context.Context, groupClient) (*model.Group, error), verb string, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	g, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Group, error) {
+		return call(ctx, c)
+	})
 	if err != nil {
 		return err
 	}
-	g, err := call(ctx, client)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		g.Hosts = nonNil(g.Hosts)
-		return printJSON(w, g)
-	}
-	if verb != "" {
-		verb += " "
-	}
-	fmt.Fprintf(w, "%sgroup %s: %s\n", verb, g.Name, plural(len(g.Hosts), "host"))
-	if g.Description != "" {
-		fmt.Fprintf(w, "  %s\n", g.Description)
-	}
-	for _, h := range g.Hosts {
-		fmt.Fprintf(w, "  %s\n", h)
-	}
-	return nil
+	g.Hosts = nonNil(g.Hosts)
+	return o.emit(w, g, func() error {
+		if verb != "" {
+			verb += " "
+		}
+		fmt.Fprintf(w, "%sgroup %s: %s\n", verb, g.Name, plural(len(g.Hosts), "host"))
+		if g.Description != "" {
+			fmt.Fprintf(w, "  %s\n", g.Description)
+		}
+		for _, h := range g.Hosts {
+			fmt.Fprintf(w, "  %s\n", h)
+		}
+		return nil
+	})
 }
 
 func runGroupList(ctx context.Context, o GroupOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	groups, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) ([]model.Group, error) {
+		return c.Groups(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	groups, err := client.Groups(ctx)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string][]model.Group{"groups": nonNil(groups)})
-	}
-	t := newTable(w, "NAME", "HOSTS", "MEMBERS", "DESCRIPTION")
-	for _, g := range groups {
-		t.row(g.Name, fmt.Sprint(len(g.Hosts)), truncate(orDash(strings.Join(g.Hosts, ",")), 40), truncate(orDash(g.Description), 40))
-	}
-	return t.flush()
+	return o.emit(w, map[string][]model.Group{"groups": nonNil(groups)}, func() error {
+		t := newTable(w, "NAME", "HOSTS", "MEMBERS", "DESCRIPTION")
+		for _, g := range groups {
+			t.row(g.Name, fmt.Sprint(len(g.Hosts)), truncate(orDash(strings.Join(g.Hosts, ",")), 40), truncate(orDash(g.Description), 40))
+		}
+		return t.flush()
+	})
 }
 
 func runGroupRemove(ctx context.Context, o GroupOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
-	if err != nil {
-		return err
-	}
-	if err := client.DeleteGroup(ctx, o.Name); err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string]string{"deleted": o.Name})
-	}
-	_, err = fmt.Fprintf(w, "removed group %s\n", o.Name)
-	return err
+	return runRemove(ctx, o.globals, w, func(ctx context.Context, c *api.Client) error {
+		return c.DeleteGroup(ctx, o.Name)
+	}, map[string]string{"deleted": o.Name}, "group "+o.Name)
 }

@@ -48,6 +48,10 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
+// humanSize is humanBytes for a signed size or count; a negative one
+// (unknown) renders as 0B.
+func humanSize(n int64) string { return humanBytes(uint64(max(n, 0))) }
+
 // humanAge renders a duration the way `ps` and `kubectl` do: 45s, 12m, 3h, 5d.
 func humanAge(d time.Duration) string {
 	switch {

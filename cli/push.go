@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"time"
@@ -80,10 +79,9 @@ Ctrl-C stops watching; the push continues (herd cancel RUN stops it).`,
 			if err != nil {
 				return err
 			}
-			o.Watch.Progress, o.Watch.TTY = c.App.ErrWriter, isTerminal(c.App.ErrWriter)
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
-			defer stop()
-			return runPush(ctx, o, c.App.Writer, c.App.ErrWriter)
+			return watching(c, &o.Watch, func(ctx context.Context, stdout, stderr io.Writer) error {
+				return runPush(ctx, o, stdout, stderr)
+			})
 		}),
 	}
 }
@@ -240,13 +238,9 @@ func runPush(ctx context.Context, o PushOptions, stdout, stderr io.Writer) error
 	}
 	o.Spec.File = model.File{SHA256: f.SHA256}
 	spec := o.Spec
-	rctx, cancel := o.context(ctx)
-	r, err := client.CreateRun(rctx, model.RunRequest{Targets: o.Targets, Push: &spec})
-	cancel()
-	if err != nil {
-		return apiError(err)
-	}
-	return followRun(ctx, client, o.globals, o.Watch, r, stdout, stderr)
+	return startRun(ctx, client, o.globals, o.Watch, func(ctx context.Context) (*model.Run, error) {
+		return client.CreateRun(ctx, model.RunRequest{Targets: o.Targets, Push: &spec})
+	}, stdout, stderr)
 }
 
 // resolveSource turns src into a file of the content store: looked up,
@@ -291,15 +285,7 @@ func resolveSource(ctx context.Context, client *api.Client, o PushOptions, src p
 // aggregate rate of the finished hosts' bytes, and an ETA from hosts/s.
 // "[####    ] 12/20 hosts · 1 failed · 8 running · 112.0MB/s · ETA 6s · 9.8s"
 func pushProgressLine(r model.Run, hosts []model.HostResult, live *model.PushProgress, elapsed time.Duration, bar bool) string {
-	done, failed := 0, 0
-	for s, n := range r.Counts {
-		if s.Terminal() {
-			done += n
-			if s != model.HostSuccess && s != model.HostSkipped {
-				failed += n
-			}
-		}
-	}
+	done, failed := endedCounts(r.Counts)
 	var bytes, liveBytes int64
 	for _, h := range hosts {
 		if h.Status.Terminal() && h.Transfer != nil {
@@ -374,10 +360,9 @@ func sumTransfers(hosts []model.HostResult) pushTotals {
 
 // totalsLine renders "moved 90.0MB: 30.0MB from origin, 60.0MB from peers; by source IDC: dc1 60.0MB, dc2 30.0MB".
 func totalsLine(t pushTotals) string {
-	hb := func(n int64) string { return humanBytes(uint64(max(n, 0))) }
-	s := fmt.Sprintf("moved %s: %s from origin, %s from peers", hb(t.Bytes), hb(t.FromOrigin), hb(t.FromPeers))
+	s := fmt.Sprintf("moved %s: %s from origin, %s from peers", humanSize(t.Bytes), humanSize(t.FromOrigin), humanSize(t.FromPeers))
 	if t.Resumed > 0 {
-		s += fmt.Sprintf(" (%s kept from before a restart)", hb(t.Resumed))
+		s += fmt.Sprintf(" (%s kept from before a restart)", humanSize(t.Resumed))
 	}
 	if len(t.ByIDC) > 0 {
 		idcs := make([]string, 0, len(t.ByIDC))
@@ -387,7 +372,7 @@ func totalsLine(t pushTotals) string {
 		sort.Strings(idcs)
 		parts := make([]string, len(idcs))
 		for i, idc := range idcs {
-			parts[i] = idc + " " + hb(t.ByIDC[idc])
+			parts[i] = idc + " " + humanSize(t.ByIDC[idc])
 		}
 		s += "; by source IDC: " + strings.Join(parts, ", ")
 	}
@@ -410,11 +395,10 @@ func pushStatus(h model.HostResult) string {
 func writePushSummary(w io.Writer, v *model.RunView) error {
 	fmt.Fprintln(w, runHeader(v.Run, v.Hosts))
 	if p := v.Run.Push; p != nil {
-		fmt.Fprintf(w, "  push %s (%s, sha256:%s, md5:%s) → %s\n", orDash(p.File.Name), humanBytes(uint64(max(p.File.Size, 0))),
+		fmt.Fprintf(w, "  push %s (%s, sha256:%s, md5:%s) → %s\n", orDash(p.File.Name), humanSize(p.File.Size),
 			shortDigest(p.File.SHA256), shortDigest(p.File.MD5), p.Dest)
 	}
 	fmt.Fprintln(w)
-	hb := func(n int64) string { return humanBytes(uint64(max(n, 0))) }
 	t := newTable(w, "HOST", "STATUS", "BYTES", "FROM ORIGIN", "FROM PEERS", "DURATION", "MD5", "ERROR")
 	for _, h := range v.Hosts {
 		bytes, origin, peers, md5, dur := "-", "-", "-", "-", "-"
@@ -422,7 +406,7 @@ func writePushSummary(w io.Writer, v *model.RunView) error {
 			dur = d.Round(time.Millisecond).String()
 		}
 		if x := h.Transfer; x != nil {
-			bytes, origin, peers, md5 = hb(x.Bytes), hb(x.FromOrigin), hb(x.FromPeers), orDash(shortDigest(x.MD5))
+			bytes, origin, peers, md5 = humanSize(x.Bytes), humanSize(x.FromOrigin), humanSize(x.FromPeers), orDash(shortDigest(x.MD5))
 			if x.DurationSec > 0 {
 				dur = time.Duration(x.DurationSec * float64(time.Second)).Round(time.Millisecond).String()
 			}

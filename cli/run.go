@@ -102,10 +102,9 @@ Ctrl-C stops watching; the run continues (herd cancel RUN stops it).`,
 			if err != nil {
 				return err
 			}
-			o.Watch.Progress, o.Watch.TTY = c.App.ErrWriter, isTerminal(c.App.ErrWriter)
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
-			defer stop()
-			return runRun(ctx, o, c.App.Writer, c.App.ErrWriter)
+			return watching(c, &o.Watch, func(ctx context.Context, stdout, stderr io.Writer) error {
+				return runRun(ctx, o, stdout, stderr)
+			})
 		},
 	})
 }
@@ -406,8 +405,15 @@ func nounDefaults(cmd *ucli.Command) *ucli.Command {
 }
 
 // apiError makes a 400 from the server a usage error (exit 2); everything
-// else stays an operation failure (exit 1).
-func apiError(err error) error { return kvError(err) }
+// else stays an operation failure (exit 1). An error that is already a
+// usage error is returned as it is, so applying apiError twice is harmless.
+func apiError(err error) error {
+	var usage *UsageError
+	if errors.As(err, &usage) {
+		return err
+	}
+	return kvError(err)
+}
 
 // isNotFound reports whether err is the API's not_found answer.
 func isNotFound(err error) bool {
@@ -445,13 +451,9 @@ func runRun(ctx context.Context, o RunOptions, stdout, stderr io.Writer) error {
 		}
 		return printDryRun(stdout, dr, o.JSON)
 	}
-	rctx, cancel := o.context(ctx)
-	r, err := client.CreateRun(rctx, o.Request)
-	cancel()
-	if err != nil {
-		return apiError(err)
-	}
-	return followRun(ctx, client, o.globals, o.Watch, r, stdout, stderr)
+	return startRun(ctx, client, o.globals, o.Watch, func(ctx context.Context) (*model.Run, error) {
+		return client.CreateRun(ctx, o.Request)
+	}, stdout, stderr)
 }
 
 func printDryRun(w io.Writer, dr *model.DryRun, asJSON bool) error {
@@ -471,6 +473,17 @@ func printDryRun(w io.Writer, dr *model.DryRun, asJSON bool) error {
 		return err
 	}
 	return nil
+}
+
+// watching runs a command that starts a run and follows it (run, rerun,
+// push): its progress goes to stderr, redrawn in place on a terminal, and
+// Ctrl-C stops the watching, not the run. watch is filled in before run
+// is called.
+func watching(c *ucli.Context, watch *WatchOptions, run func(ctx context.Context, stdout, stderr io.Writer) error) error {
+	watch.Progress, watch.TTY = c.App.ErrWriter, isTerminal(c.App.ErrWriter)
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
+	defer stop()
+	return run(ctx, c.App.Writer, c.App.ErrWriter)
 }
 
 // isTerminal reports whether w is a character device (a terminal).

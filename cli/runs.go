@@ -79,36 +79,41 @@ func runRuns(ctx context.Context, o RunsOptions, w io.Writer) error {
 	if o.Query.Limit < 0 {
 		return usagef("limit %d: want a positive number", o.Query.Limit)
 	}
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	l, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.RunList, error) {
+		return c.Runs(ctx, o.Query)
+	})
 	if err != nil {
 		return err
 	}
-	l, err := client.Runs(ctx, o.Query)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, l)
-	}
-	t := newTable(w, "ID", "STATUS", "HOSTS", "FAILED", "SCRIPT", "AGE")
-	for _, r := range l.Runs {
-		ok := r.Counts[model.HostSuccess] + r.Counts[model.HostSkipped]
-		t.row(r.ID, string(r.Status), fmt.Sprintf("%d/%d", ok, r.Total), fmt.Sprint(failedCount(r.Counts)),
-			truncate(runScriptLabel(r.Script), 40), humanAge(time.Since(r.Created)))
-	}
-	return t.flush()
+	return o.emit(w, l, func() error {
+		t := newTable(w, "ID", "STATUS", "HOSTS", "FAILED", "SCRIPT", "AGE")
+		for _, r := range l.Runs {
+			ok := r.Counts[model.HostSuccess] + r.Counts[model.HostSkipped]
+			t.row(r.ID, string(r.Status), fmt.Sprintf("%d/%d", ok, r.Total), fmt.Sprint(failedCount(r.Counts)),
+				truncate(runScriptLabel(r.Script), 40), humanAge(time.Since(r.Created)))
+		}
+		return t.flush()
+	})
 }
 
 // failedCount counts hosts that ended without success.
 func failedCount(counts map[model.HostStatus]int) int {
-	n := 0
-	for s, c := range counts {
-		if s.Terminal() && s != model.HostSuccess && s != model.HostSkipped {
-			n += c
+	_, failed := endedCounts(counts)
+	return failed
+}
+
+// endedCounts counts the hosts that have ended (done) and those of them
+// that ended without success (failed): skipped hosts count as succeeded.
+func endedCounts(counts map[model.HostStatus]int) (done, failed int) {
+	for s, n := range counts {
+		if s.Terminal() {
+			done += n
+			if s != model.HostSuccess && s != model.HostSkipped {
+				failed += n
+			}
 		}
 	}
-	return n
+	return done, failed
 }
 
 func showCommand() *ucli.Command {
@@ -136,21 +141,14 @@ func showCommand() *ucli.Command {
 }
 
 func runShow(ctx context.Context, o RunRefOptions, exitCode bool, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	v, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.RunView, error) {
+		v, _, err := c.Run(ctx, o.ID, api.RunQuery{IDC: o.IDC})
+		return v, err
+	})
 	if err != nil {
 		return err
 	}
-	v, _, err := client.Run(ctx, o.ID, api.RunQuery{IDC: o.IDC})
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		err = printJSON(w, v)
-	} else {
-		err = writeRunView(w, v)
-	}
-	if err != nil || !exitCode {
+	if err := o.emit(w, v, func() error { return writeRunView(w, v) }); err != nil || !exitCode {
 		return err
 	}
 	return exitWith(runExitCode(v.Run))
@@ -195,7 +193,7 @@ func writeRunView(w io.Writer, v *model.RunView) error {
 		if d := h.Duration(); d > 0 {
 			dur = d.Round(time.Millisecond).String()
 		}
-		t.row(h.Host, string(h.Status), exit, dur, humanBytes(uint64(max(h.Output.Bytes, 0))), truncate(orDash(h.Error), 60))
+		t.row(h.Host, string(h.Status), exit, dur, humanSize(h.Output.Bytes), truncate(orDash(h.Error), 60))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -372,10 +370,10 @@ ended failed, timeout, unreachable or cancelled.
 				return err
 			}
 			o := RerunOptions{RunRefOptions: ref, Failed: c.Bool("failed")}
-			o.Watch = WatchOptions{Detach: c.Bool("detach"), Progress: c.App.ErrWriter, TTY: isTerminal(c.App.ErrWriter)}
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt)
-			defer stop()
-			return runRerun(ctx, o, c.App.Writer, c.App.ErrWriter)
+			o.Watch.Detach = c.Bool("detach")
+			return watching(c, &o.Watch, func(ctx context.Context, stdout, stderr io.Writer) error {
+				return runRerun(ctx, o, stdout, stderr)
+			})
 		}),
 	})
 }
@@ -385,13 +383,9 @@ func runRerun(ctx context.Context, o RerunOptions, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	rctx, cancel := o.context(ctx)
-	r, err := client.Rerun(rctx, o.ID, o.IDC, o.Failed)
-	cancel()
-	if err != nil {
-		return apiError(err)
-	}
-	return followRun(ctx, client, o.globals, o.Watch, r, stdout, stderr)
+	return startRun(ctx, client, o.globals, o.Watch, func(ctx context.Context) (*model.Run, error) {
+		return client.Rerun(ctx, o.ID, o.IDC, o.Failed)
+	}, stdout, stderr)
 }
 
 func cancelCommand() *ucli.Command {
@@ -416,23 +410,17 @@ are killed with their whole process group. Hosts already finished keep their res
 }
 
 func runCancel(ctx context.Context, o RunRefOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	r, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Run, error) {
+		return c.CancelRun(ctx, o.ID, o.IDC)
+	})
 	if err != nil {
 		return err
 	}
-	r, err := client.CancelRun(ctx, o.ID, o.IDC)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, r)
-	}
-	left := r.Counts[model.HostPending] + r.Counts[model.HostRunning]
-	if r.Status == model.RunRunning && left > 0 {
-		_, err = fmt.Fprintf(w, "run %s: cancel requested; %s still stopping (%s)\n", r.ID, plural(left, "host"), statusCounts(r.Counts))
-		return err
-	}
-	_, err = fmt.Fprintf(w, "run %s is %s (%s)\n", r.ID, r.Status, statusCounts(r.Counts))
-	return err
+	return o.emit(w, r, func() error {
+		left := r.Counts[model.HostPending] + r.Counts[model.HostRunning]
+		if r.Status == model.RunRunning && left > 0 {
+			return writef(w, "run %s: cancel requested; %s still stopping (%s)\n", r.ID, plural(left, "host"), statusCounts(r.Counts))
+		}
+		return writef(w, "run %s is %s (%s)\n", r.ID, r.Status, statusCounts(r.Counts))
+	})
 }

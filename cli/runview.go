@@ -31,6 +31,19 @@ const defaultPollWait = 30 * time.Second
 // maxHeaderHosts caps the host names listed in a group header.
 const maxHeaderHosts = 50
 
+// startRun makes the call that starts a run, bounded by --timeout (its
+// error through apiError), then follows the run with followRun, which
+// the timeout does not bound.
+func startRun(ctx context.Context, client *api.Client, g globals, w WatchOptions, start func(context.Context) (*model.Run, error), stdout, stderr io.Writer) error {
+	rctx, cancel := g.context(ctx)
+	r, err := start(rctx)
+	cancel()
+	if err != nil {
+		return apiError(err)
+	}
+	return followRun(ctx, client, g, w, r, stdout, stderr)
+}
+
 // followRun prints r's id (detached) or watches r to the end and prints
 // its summary; the returned error carries the exit code.
 func followRun(ctx context.Context, client *api.Client, g globals, w WatchOptions, r *model.Run, stdout, stderr io.Writer) error {
@@ -208,21 +221,13 @@ func newProgress(w io.Writer, tty bool, start time.Time) *progress {
 
 // progressLine renders counts as "[####    ] 12/20 done · 1 failed · 8 running · 3.1 hosts/s · 4s".
 func progressLine(r model.Run, elapsed time.Duration, bar bool) string {
-	done, failed := 0, 0
-	for s, n := range r.Counts {
-		if s.Terminal() {
-			done += n
-			if s != model.HostSuccess && s != model.HostSkipped {
-				failed += n
-			}
-		}
-	}
+	done, failed := endedCounts(r.Counts)
 	var b strings.Builder
 	if bar {
 		const width = 24
 		fill := 0
 		if r.Total > 0 {
-			fill = done * width / r.Total
+			fill = min(done, r.Total) * width / r.Total
 		}
 		b.WriteString("[" + strings.Repeat("#", fill) + strings.Repeat(" ", width-fill) + "] ")
 	}

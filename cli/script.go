@@ -40,6 +40,22 @@ func scriptVersionArg(v string) error {
 	return nil
 }
 
+// readScriptVersionFlag reads the NAME and the optional --version of
+// script show and script rm: version is "" when not given, else well formed.
+func readScriptVersionFlag(c *ucli.Context, args []string) (ScriptOptions, string, error) {
+	o, err := readScriptOptions(c, args, 1, "exactly one NAME")
+	if err != nil {
+		return o, "", err
+	}
+	version := c.String("version")
+	if version != "" {
+		if err := scriptVersionArg(version); err != nil {
+			return o, "", err
+		}
+	}
+	return o, version, nil
+}
+
 func scriptCommand() *ucli.Command {
 	return nounDefaults(&ucli.Command{
 		Name:  "script",
@@ -114,15 +130,9 @@ version's content; --version V prints version V's content (raw, to stdout).
 					&ucli.BoolFlag{Name: "body", Usage: "print the body of the online version"},
 				),
 				Action: argsAnywhere(func(c *ucli.Context, args []string) error {
-					o, err := readScriptOptions(c, args, 1, "exactly one NAME")
+					o, version, err := readScriptVersionFlag(c, args)
 					if err != nil {
 						return err
-					}
-					version := c.String("version")
-					if version != "" {
-						if err := scriptVersionArg(version); err != nil {
-							return err
-						}
 					}
 					return runScriptShow(c.Context, o, version, c.Bool("body"), c.App.Writer)
 				}),
@@ -165,15 +175,9 @@ version's content; --version V prints version V's content (raw, to stdout).
 					&ucli.StringFlag{Name: "version", Aliases: []string{"V"}, Usage: "remove only `VERSION`"},
 				),
 				Action: argsAnywhere(func(c *ucli.Context, args []string) error {
-					o, err := readScriptOptions(c, args, 1, "exactly one NAME")
+					o, version, err := readScriptVersionFlag(c, args)
 					if err != nil {
 						return err
-					}
-					version := c.String("version")
-					if version != "" {
-						if err := scriptVersionArg(version); err != nil {
-							return err
-						}
 					}
 					return runScriptRemove(c.Context, o, version, c.App.Writer)
 				}),
@@ -183,87 +187,77 @@ version's content; --version V prints version V's content (raw, to stdout).
 }
 
 func runScriptAdd(ctx context.Context, o ScriptOptions, in api.ScriptAdd, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	s, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Script, error) {
+		return c.AddScript(ctx, o.Name, in)
+	})
 	if err != nil {
 		return err
 	}
-	s, err := client.AddScript(ctx, o.Name, in)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, s)
-	}
-	v := scriptVersion(in.Body)
-	state := "not online; herd script online " + s.Name + " " + v + " makes it so"
-	if s.Online == v {
-		state = "online"
-	}
-	_, err = fmt.Fprintf(w, "script %s version %s (%s, %s)\n", s.Name, v, humanBytes(uint64(len(in.Body))), state)
-	return err
+	return o.emit(w, s, func() error {
+		v := scriptVersion(in.Body)
+		state := "not online; herd script online " + s.Name + " " + v + " makes it so"
+		if s.Online == v {
+			state = "online"
+		}
+		return writef(w, "script %s version %s (%s, %s)\n", s.Name, v, humanBytes(uint64(len(in.Body))), state)
+	})
 }
 
 func runScriptList(ctx context.Context, o ScriptOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	scripts, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) ([]model.Script, error) {
+		return c.Scripts(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	scripts, err := client.Scripts(ctx)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string][]model.Script{"scripts": nonNil(scripts)})
-	}
-	t := newTable(w, "NAME", "LANG", "ONLINE", "VERSIONS", "DESCRIPTION")
-	for _, s := range scripts {
-		t.row(s.Name, s.Lang, orDash(s.Online), fmt.Sprint(len(s.Versions)), truncate(orDash(s.Description), 50))
-	}
-	return t.flush()
+	return o.emit(w, map[string][]model.Script{"scripts": nonNil(scripts)}, func() error {
+		t := newTable(w, "NAME", "LANG", "ONLINE", "VERSIONS", "DESCRIPTION")
+		for _, s := range scripts {
+			t.row(s.Name, s.Lang, orDash(s.Online), fmt.Sprint(len(s.Versions)), truncate(orDash(s.Description), 50))
+		}
+		return t.flush()
+	})
 }
 
+// runScriptShow shows a script and its versions or, with version or body,
+// prints the content of that version or of the online one.
 func runScriptShow(ctx context.Context, o ScriptOptions, version string, body bool, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	if version == "" && !body {
+		s, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Script, error) {
+			return c.Script(ctx, o.Name)
+		})
+		if err != nil {
+			return err
+		}
+		return o.emit(w, s, func() error {
+			fmt.Fprintf(w, "script %s (%s), online version %s\n", s.Name, s.Lang, orDash(s.Online))
+			if s.Description != "" {
+				fmt.Fprintf(w, "  %s\n", s.Description)
+			}
+			fmt.Fprintln(w)
+			return writeScriptVersions(w, s)
+		})
+	}
+	b, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*api.ScriptBody, error) {
+		if version == "" {
+			s, err := c.Script(ctx, o.Name)
+			if err != nil {
+				return nil, err
+			}
+			if s.Online == "" {
+				return nil, fmt.Errorf("script %s has no online version", o.Name)
+			}
+			version = s.Online
+		}
+		return c.ScriptVersion(ctx, o.Name, version)
+	})
 	if err != nil {
 		return err
 	}
-	if version == "" && !body {
-		s, err := client.Script(ctx, o.Name)
-		if err != nil {
-			return apiError(err)
-		}
-		if o.JSON {
-			return printJSON(w, s)
-		}
-		fmt.Fprintf(w, "script %s (%s), online version %s\n", s.Name, s.Lang, orDash(s.Online))
-		if s.Description != "" {
-			fmt.Fprintf(w, "  %s\n", s.Description)
-		}
-		fmt.Fprintln(w)
-		return writeScriptVersions(w, s)
-	}
-	if version == "" {
-		s, err := client.Script(ctx, o.Name)
-		if err != nil {
-			return apiError(err)
-		}
-		if s.Online == "" {
-			return fmt.Errorf("script %s has no online version", o.Name)
-		}
-		version = s.Online
-	}
-	b, err := client.ScriptVersion(ctx, o.Name, version)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, b)
-	}
-	_, err = w.Write(b.Body)
-	return err
+	return o.emit(w, b, func() error {
+		_, err := w.Write(b.Body)
+		return err
+	})
 }
 
 func writeScriptVersions(w io.Writer, s *model.Script) error {
@@ -279,56 +273,35 @@ func writeScriptVersions(w io.Writer, s *model.Script) error {
 }
 
 func runScriptVersions(ctx context.Context, o ScriptOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	s, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Script, error) {
+		return c.Script(ctx, o.Name)
+	})
 	if err != nil {
 		return err
 	}
-	s, err := client.Script(ctx, o.Name)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, s)
-	}
-	return writeScriptVersions(w, s)
+	return o.emit(w, s, func() error { return writeScriptVersions(w, s) })
 }
 
 func runScriptOnline(ctx context.Context, o ScriptOptions, version string, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	s, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.Script, error) {
+		return c.SetScriptOnline(ctx, o.Name, version)
+	})
 	if err != nil {
 		return err
 	}
-	s, err := client.SetScriptOnline(ctx, o.Name, version)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, s)
-	}
-	_, err = fmt.Fprintf(w, "script %s: version %s is online\n", s.Name, s.Online)
-	return err
+	return o.emit(w, s, func() error {
+		return writef(w, "script %s: version %s is online\n", s.Name, s.Online)
+	})
 }
 
 func runScriptRemove(ctx context.Context, o ScriptOptions, version string, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
-	if err != nil {
-		return err
-	}
-	if err := client.DeleteScript(ctx, o.Name, version); err != nil {
-		return apiError(err)
-	}
 	what := "script " + o.Name
 	if version != "" {
 		what += " version " + version
 	}
-	if o.JSON {
-		return printJSON(w, map[string]string{"deleted": o.Name, "version": version})
-	}
-	_, err = fmt.Fprintf(w, "removed %s\n", what)
-	return err
+	return runRemove(ctx, o.globals, w, func(ctx context.Context, c *api.Client) error {
+		return c.DeleteScript(ctx, o.Name, version)
+	}, map[string]string{"deleted": o.Name, "version": version}, what)
 }
 
 // nonNil turns a nil slice into an empty one so --json prints [] not null.

@@ -10,6 +10,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/node/api"
 )
 
 // SSHHostOptions are the inputs shared by the `herd host` verbs.
@@ -151,21 +152,16 @@ func sshAddr(s string) (string, error) {
 }
 
 func runSSHHostAdd(ctx context.Context, o SSHHostOptions, h model.SSHHost, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	out, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) (*model.SSHHost, error) {
+		return c.PutSSHHost(ctx, h)
+	})
 	if err != nil {
 		return err
 	}
-	out, err := client.PutSSHHost(ctx, h)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, out)
-	}
-	_, err = fmt.Fprintf(w, "ssh host %s: %s@%s in %s (%s); its host key is recorded on first use\n",
-		out.Name, out.User, out.Addr, out.IDC, sshAuth(*out))
-	return err
+	return o.emit(w, out, func() error {
+		return writef(w, "ssh host %s: %s@%s in %s (%s); its host key is recorded on first use\n",
+			out.Name, out.User, out.Addr, out.IDC, sshAuth(*out))
+	})
 }
 
 // sshAuth names how a target authenticates.
@@ -182,41 +178,27 @@ func sshAuth(h model.SSHHost) string {
 }
 
 func runSSHHostList(ctx context.Context, o SSHHostOptions, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
+	hosts, err := request(ctx, o.globals, func(ctx context.Context, c *api.Client) ([]model.SSHHost, error) {
+		return c.SSHHosts(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	hosts, err := client.SSHHosts(ctx)
-	if err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string][]model.SSHHost{"hosts": nonNil(hosts)})
-	}
-	t := newTable(w, "NAME", "ADDR", "IDC", "USER", "AUTH", "HOSTKEY")
-	for _, h := range hosts {
-		hk := h.HostKey
-		if hk == "" {
-			hk = "(not yet seen)"
+	return o.emit(w, map[string][]model.SSHHost{"hosts": nonNil(hosts)}, func() error {
+		t := newTable(w, "NAME", "ADDR", "IDC", "USER", "AUTH", "HOSTKEY")
+		for _, h := range hosts {
+			hk := h.HostKey
+			if hk == "" {
+				hk = "(not yet seen)"
+			}
+			t.row(h.Name, h.Addr, h.IDC, h.User, sshAuth(h), hk)
 		}
-		t.row(h.Name, h.Addr, h.IDC, h.User, sshAuth(h), hk)
-	}
-	return t.flush()
+		return t.flush()
+	})
 }
 
 func runSSHHostRemove(ctx context.Context, o SSHHostOptions, name string, w io.Writer) error {
-	client, ctx, cancel, err := o.connect(ctx, "")
-	defer cancel()
-	if err != nil {
-		return err
-	}
-	if err := client.DeleteSSHHost(ctx, name); err != nil {
-		return apiError(err)
-	}
-	if o.JSON {
-		return printJSON(w, map[string]string{"deleted": name})
-	}
-	_, err = fmt.Fprintf(w, "removed ssh host %s\n", name)
-	return err
+	return runRemove(ctx, o.globals, w, func(ctx context.Context, c *api.Client) error {
+		return c.DeleteSSHHost(ctx, name)
+	}, map[string]string{"deleted": name}, "ssh host "+name)
 }

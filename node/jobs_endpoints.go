@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/jobs/model"
 	"github.com/herd-io/herd/node/api"
 )
@@ -85,6 +86,17 @@ func reply(w http.ResponseWriter, v any, err error) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// withBody answers a request whose JSON body is a B: it decodes the body
+// (readBody answers bad input) and replies with what handle makes of it.
+func withBody[B, R any](w http.ResponseWriter, r *http.Request, handle func(B) (R, error)) {
+	var b B
+	if !readBody(w, r, &b) {
+		return
+	}
+	out, err := handle(b)
+	reply(w, out, err)
 }
 
 func intParam(r *http.Request, name string) (int, error) {
@@ -204,12 +216,9 @@ func (s *apiServer) scriptGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) scriptAdd(w http.ResponseWriter, r *http.Request) {
-	var b scriptAddBody
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.AddScript(r.Context(), r.PathValue("name"), b.Lang, b.Body, b.Description, b.Note, b.Online)
-	reply(w, out, err)
+	withBody(w, r, func(b scriptAddBody) (*model.Script, error) {
+		return s.agent.jobs.AddScript(r.Context(), r.PathValue("name"), b.Lang, b.Body, b.Description, b.Note, b.Online)
+	})
 }
 
 func (s *apiServer) scriptVersion(w http.ResponseWriter, r *http.Request) {
@@ -222,14 +231,11 @@ func (s *apiServer) scriptVersion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) scriptOnline(w http.ResponseWriter, r *http.Request) {
-	var b struct {
+	withBody(w, r, func(b struct {
 		Version string `json:"version"`
-	}
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.SetScriptOnline(r.Context(), r.PathValue("name"), b.Version)
-	reply(w, out, err)
+	}) (*model.Script, error) {
+		return s.agent.jobs.SetScriptOnline(r.Context(), r.PathValue("name"), b.Version)
+	})
 }
 
 func (s *apiServer) scriptRemove(w http.ResponseWriter, r *http.Request) {
@@ -245,13 +251,10 @@ func (s *apiServer) accountList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) accountPut(w http.ResponseWriter, r *http.Request) {
-	var a model.Account
-	if !readBody(w, r, &a) {
-		return
-	}
-	a.Name = r.PathValue("name")
-	out, err := s.agent.jobs.PutAccount(r.Context(), a)
-	reply(w, out, err)
+	withBody(w, r, func(a model.Account) (*model.Account, error) {
+		a.Name = r.PathValue("name")
+		return s.agent.jobs.PutAccount(r.Context(), a)
+	})
 }
 
 func (s *apiServer) accountDelete(w http.ResponseWriter, r *http.Request) {
@@ -259,14 +262,11 @@ func (s *apiServer) accountDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) accountDefault(w http.ResponseWriter, r *http.Request) {
-	var b struct {
+	withBody(w, r, func(b struct {
 		Name string `json:"name"`
-	}
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.SetDefaultAccount(r.Context(), b.Name)
-	reply(w, out, err)
+	}) (*model.AccountList, error) {
+		return s.agent.jobs.SetDefaultAccount(r.Context(), b.Name)
+	})
 }
 
 // --- groups ---
@@ -282,25 +282,19 @@ func (s *apiServer) groupGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) groupCreate(w http.ResponseWriter, r *http.Request) {
-	var g model.Group
-	if !readBody(w, r, &g) {
-		return
-	}
-	g.Name = r.PathValue("name")
-	out, err := s.agent.jobs.CreateGroup(r.Context(), g)
-	reply(w, out, err)
+	withBody(w, r, func(g model.Group) (*model.Group, error) {
+		g.Name = r.PathValue("name")
+		return s.agent.jobs.CreateGroup(r.Context(), g)
+	})
 }
 
 func (s *apiServer) groupHosts(w http.ResponseWriter, r *http.Request) {
-	var b struct {
+	withBody(w, r, func(b struct {
 		Add    []string `json:"add"`
 		Remove []string `json:"remove"`
-	}
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.UpdateGroupHosts(r.Context(), r.PathValue("name"), b.Add, b.Remove)
-	reply(w, out, err)
+	}) (*model.Group, error) {
+		return s.agent.jobs.UpdateGroupHosts(r.Context(), r.PathValue("name"), b.Add, b.Remove)
+	})
 }
 
 func (s *apiServer) groupDelete(w http.ResponseWriter, r *http.Request) {
@@ -315,13 +309,10 @@ func (s *apiServer) sshHostList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) sshHostPut(w http.ResponseWriter, r *http.Request) {
-	var h model.SSHHost
-	if !readBody(w, r, &h) {
-		return
-	}
-	h.Name = r.PathValue("name")
-	out, err := s.agent.jobs.PutSSHHost(r.Context(), h)
-	reply(w, out, err)
+	withBody(w, r, func(h model.SSHHost) (*model.SSHHost, error) {
+		h.Name = r.PathValue("name")
+		return s.agent.jobs.PutSSHHost(r.Context(), h)
+	})
 }
 
 func (s *apiServer) sshHostDelete(w http.ResponseWriter, r *http.Request) {
@@ -336,14 +327,11 @@ func (s *apiServer) fileList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) fileAdd(w http.ResponseWriter, r *http.Request) {
-	var b struct {
+	withBody(w, r, func(b struct {
 		Path string `json:"path"`
-	}
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.AddLocalFile(r.Context(), b.Path)
-	reply(w, out, err)
+	}) (*model.File, error) {
+		return s.agent.jobs.AddLocalFile(r.Context(), b.Path)
+	})
 }
 
 func (s *apiServer) fileGet(w http.ResponseWriter, r *http.Request) {
@@ -356,15 +344,12 @@ func (s *apiServer) fileDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) uploadBegin(w http.ResponseWriter, r *http.Request) {
-	var b struct {
+	withBody(w, r, func(b struct {
 		Name string `json:"name"`
 		Size int64  `json:"size"`
-	}
-	if !readBody(w, r, &b) {
-		return
-	}
-	out, err := s.agent.jobs.BeginUpload(b.Name, b.Size)
-	reply(w, out, err)
+	}) (*jobs.Upload, error) {
+		return s.agent.jobs.BeginUpload(b.Name, b.Size)
+	})
 }
 
 func (s *apiServer) uploadStatus(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,6 @@
-// Package model holds the objects of script execution as the control group
-// stores them and the HTTP API shows them: runs, per-host results, scripts,
-// execution accounts, static groups and SSH targets. It has no behaviour
+// Package model holds the objects of runs as the control group stores them
+// and the HTTP API shows them: runs, per-host results, scripts, execution
+// accounts, static groups, SSH targets, files and pushes. It has no behaviour
 // beyond validation and no dependencies beyond the standard library, so the
 // API client (node/api) and the CLI can share it with the jobs package.
 package model
