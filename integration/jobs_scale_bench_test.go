@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/integration/cluster"
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/node"
 )
 
@@ -27,7 +31,15 @@ import (
 // knows the leader from its join's push/pull.
 func BenchmarkFanoutInProcess(b *testing.B) {
 	raiseFileLimit(b)
-	for _, n := range []int{100, 1000} {
+	sizes := []int{100, 1000}
+	if v := os.Getenv("HERD_FANOUT_NODES"); v != "" { // e.g. "1000" to run one size
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("HERD_FANOUT_NODES=%q: %v", v, err)
+		}
+		sizes = []int{n}
+	}
+	for _, n := range sizes {
 		// The testing package calls a benchmark once with b.N = 1 and then
 		// with the b.N asked for: the fleet is built by the first call and
 		// kept for the next, and stopped before the next size starts.
@@ -54,6 +66,15 @@ type parentScoped struct {
 func (p parentScoped) Cleanup(fn func()) { p.parent.Cleanup(fn) }
 func (p parentScoped) TempDir() string   { return p.parent.TempDir() }
 
+// fanoutGossip picks the gossip profile: at 1,000 in-process nodes on two
+// cores, memberlist's probes time out unless failure detection is quiet.
+func fanoutGossip(n int) func(*mesh.Config) {
+	if n > 300 {
+		return cluster.QuietGossip
+	}
+	return cluster.ScaleGossip
+}
+
 // fanoutFleet is a warm in-process fleet for the fan-out benchmark.
 type fanoutFleet struct {
 	c   *cluster.Cluster
@@ -71,14 +92,36 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 	setup := time.Now()
 	c := cluster.New(t, n, cluster.Options{
 		ControlSize: 1,
-		Gossip:      cluster.ScaleGossip,
+		Gossip:      fanoutGossip(n),
 		NoConverge:  true,
+		// Node starts wait mostly on fsyncs (identity, stores): overlap them.
+		StartWorkers: 8,
 		Configure: func(_ int, cfg *node.Config) {
 			cfg.HealthInterval = time.Minute
 		},
 	})
+	t.Logf("%d nodes started in %s", n, time.Since(setup).Round(time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	t.Cleanup(cancel)
+	progress := time.NewTicker(30 * time.Second)
+	stop := make(chan struct{})
+	defer func() { progress.Stop(); close(stop) }()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-progress.C:
+			}
+			alive := 0
+			for _, m := range c.Agents[0].Mesh().Members() {
+				if m.Status == mesh.StatusAlive {
+					alive++
+				}
+			}
+			t.Logf("%s: leader sees %d of %d alive", time.Since(setup).Round(time.Second), alive, n)
+		}
+	}()
 	if err := c.WaitAlive(ctx, 0, n); err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +141,24 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 	return &fanoutFleet{c: c, n: n, ctx: ctx}
 }
 
-// benchFanout runs `hostname` on the whole fleet b.N times.
+// benchFanout runs `hostname` on the whole fleet b.N times. With
+// HERD_FANOUT_CPUPROFILE=DIR it writes a CPU profile of the timed runs
+// only (not the fleet's start) to DIR/fanout-N.cpu.
 func benchFanout(b *testing.B, f *fanoutFleet) {
-	var wall, server time.Duration
+	if dir := os.Getenv("HERD_FANOUT_CPUPROFILE"); dir != "" {
+		out, err := os.Create(filepath.Join(dir, fmt.Sprintf("fanout-%d.cpu", f.n)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			b.Fatal(err) // -test.cpuprofile already profiles the whole run
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			out.Close()
+		}()
+	}
+	var wall, server, lastStart, lastExec, commitTail time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		v, d, err := fanout(f.ctx, f.c, fanoutVia, "hostname")
@@ -118,12 +176,19 @@ func benchFanout(b *testing.B, f *fanoutFleet) {
 		}
 		wall += d
 		server += v.Run.Finished.Sub(v.Run.Created)
+		ph := phasesOf(v)
+		lastStart += ph.lastStart
+		lastExec += ph.lastExec
+		commitTail += ph.commitTail
 	}
 	b.StopTimer()
 	runs := float64(b.N)
 	b.ReportMetric(wall.Seconds()/runs, "s/run")
 	b.ReportMetric(server.Seconds()/runs, "s/run-server")
 	b.ReportMetric(float64(f.n)*runs/wall.Seconds(), "hosts/s")
+	b.ReportMetric(lastStart.Seconds()/runs, "s/last-start")
+	b.ReportMetric(lastExec.Seconds()/runs, "s/last-exec")
+	b.ReportMetric(commitTail.Seconds()/runs, "s/commit-tail")
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "MB-heap")
@@ -166,6 +231,32 @@ func fanout(ctx context.Context, c *cluster.Cluster, via int, script string) (*m
 		return nil, 0, fmt.Errorf("read the finished run %s: %w", id, err)
 	}
 	return v, d, nil
+}
+
+// phases splits a finished run's server time: when the last host started
+// its script (delivery), the longest script (fork/exec and sh), and how
+// long after the last host finished the run was committed finished.
+type phases struct {
+	lastStart, lastExec, commitTail time.Duration
+}
+
+func phasesOf(v *model.RunView) phases {
+	var p phases
+	var lastFinish time.Time
+	for _, h := range v.Hosts {
+		if h.Started == nil || h.Finished == nil {
+			continue
+		}
+		p.lastStart = max(p.lastStart, h.Started.Sub(v.Run.Created))
+		p.lastExec = max(p.lastExec, h.Finished.Sub(*h.Started))
+		if h.Finished.After(lastFinish) {
+			lastFinish = *h.Finished
+		}
+	}
+	if v.Run.Finished != nil && !lastFinish.IsZero() {
+		p.commitTail = v.Run.Finished.Sub(lastFinish)
+	}
+	return p
 }
 
 // allSucceeded checks that a finished run targeted n hosts and every one

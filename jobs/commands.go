@@ -133,6 +133,9 @@ func applyRunCreate(w *state.KVWriter, body json.RawMessage) (any, error) {
 	if _, err := putJSON(w, r.IDC, runKey(r.ID), r, &zeroCAS); err != nil {
 		return nil, err
 	}
+	if err := markActive(w, &r); err != nil {
+		return nil, err
+	}
 	return &r, nil
 }
 
@@ -204,6 +207,9 @@ func applyHostsUpdate(w *state.KVWriter, body json.RawMessage) (any, error) {
 		if _, err := putJSON(w, idc, runKey(r.ID), r, &re.Version); err != nil {
 			return nil, err
 		}
+		if err := markActive(w, r); err != nil {
+			return nil, err
+		}
 	}
 	res.Done = r.Status != model.RunRunning
 	return res, nil
@@ -250,6 +256,9 @@ func applyRunCancel(w *state.KVWriter, body json.RawMessage) (any, error) {
 	if _, err := putJSON(w, idc, runKey(r.ID), r, &re.Version); err != nil {
 		return nil, err
 	}
+	if err := markActive(w, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -280,6 +289,9 @@ func applyRunsPrune(w *state.KVWriter, body json.RawMessage) (any, error) {
 				return nil, err
 			}
 		}
+		if err := w.Delete(c.IDC, activeRunKey(r.ID), nil); err != nil {
+			return nil, err
+		}
 		if err := w.Delete(c.IDC, runTargetsKey(r.ID), nil); err != nil {
 			return nil, err
 		}
@@ -289,6 +301,20 @@ func applyRunsPrune(w *state.KVWriter, body json.RawMessage) (any, error) {
 		pruned++
 	}
 	return map[string]int{"pruned": pruned}, nil
+}
+
+// markActive keeps the run's entry in the active list in step with its
+// status.
+func markActive(w *state.KVWriter, r *model.Run) error {
+	if r.Status == model.RunRunning {
+		cur, err := w.Get(r.IDC, activeRunKey(r.ID))
+		if err != nil || cur != nil {
+			return err
+		}
+		_, err = w.Set(r.IDC, activeRunKey(r.ID), []byte{}, nil)
+		return err
+	}
+	return w.Delete(r.IDC, activeRunKey(r.ID), nil)
 }
 
 // recount recomputes a run's counts from its host records and finishes it

@@ -122,7 +122,7 @@ func (s *Scheduler) handlePull(_ context.Context, _ peer.ID, req PullRequest) (P
 	if s.current() == nil {
 		return PullResponse{}, p2p.Errorf(p2p.CodeUnavailable, "%s is not the leader", s.cfg.Name)
 	}
-	_, list, err := readRuns(nil, s.cfg.Server.Store(), runsQuery{IDC: s.cfg.IDC, Status: model.RunRunning})
+	ids, err := activeRuns(s.cfg.Server.Store(), s.cfg.IDC)
 	if err != nil {
 		return PullResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
 	}
@@ -133,12 +133,9 @@ func (s *Scheduler) handlePull(_ context.Context, _ peer.ID, req PullRequest) (P
 	agents := aliveAgents(members, s.cfg.IDC)
 	var sshHosts map[string]model.SSHHost
 	out := PullResponse{Tasks: []Envelope{}}
-	for _, r := range list.Runs {
-		if r.Cancelled {
-			continue
-		}
-		_, v, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: r.ID, Hosts: true})
-		if err != nil || v == nil {
+	for _, id := range ids {
+		_, v, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: id, Hosts: true})
+		if err != nil || v == nil || v.Run.Cancelled || v.Run.Status != model.RunRunning {
 			continue
 		}
 		for _, h := range v.Hosts {

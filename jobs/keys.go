@@ -14,6 +14,9 @@ import (
 //	herd/runs/RUN               model.Run (header and counts)
 //	herd/run-targets/RUN        []model.Target (the resolved hosts)
 //	herd/run-hosts/RUN/HOST     model.HostResult (absent while pending)
+//	herd/active-runs/RUN        present while the run is running: the
+//	                            watchdog's work list, so it never scans the
+//	                            whole history
 //
 // Global scope (owned by the primary IDC, replicated to the others):
 //
@@ -37,6 +40,7 @@ const (
 	prefixRuns         = "herd/runs/"
 	prefixRunTargets   = "herd/run-targets/"
 	prefixRunHosts     = "herd/run-hosts/"
+	prefixActiveRuns   = "herd/active-runs/"
 	prefixScripts      = "herd/scripts/"
 	prefixScriptBodies = "herd/script-bodies/"
 	prefixAccounts     = "herd/accounts/"
@@ -57,6 +61,7 @@ func fileHolderKey(sha, node string) string { return fileHoldersPrefix(sha) + no
 
 func runKey(id string) string           { return prefixRuns + id }
 func runTargetsKey(id string) string    { return prefixRunTargets + id }
+func activeRunKey(id string) string     { return prefixActiveRuns + id }
 func runHostsPrefix(id string) string   { return prefixRunHosts + id + "/" }
 func runHostKey(id, host string) string { return runHostsPrefix(id) + host }
 func scriptKey(name string) string      { return prefixScripts + name }

@@ -21,6 +21,7 @@ import (
 	"github.com/herd-io/herd/consensus/state"
 	"github.com/herd-io/herd/jobs/model"
 	"github.com/herd-io/herd/mesh"
+	"github.com/herd-io/herd/mesh/p2p"
 	"github.com/herd-io/herd/transfer"
 )
 
@@ -90,11 +91,36 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 		res.Status, res.ExitCode, res.Finished = model.HostSkipped, 0, &now
 		return res
 	}
+	// A copy already in the store is verified while it is installed: a
+	// store damaged since it was filled must not reach DEST. A damaged
+	// copy is dropped (it stops seeding) and fetched again.
+	_, stored, err := w.content.Get(spec.File.SHA256)
+	if err != nil {
+		return fail(err)
+	}
 	if err := w.fetch(ctx, t, stats); err != nil {
 		return fail(err)
 	}
 	opts := transfer.InstallOptions{Mode: mode, Owner: spec.Owner, Mkdir: spec.Mkdir}
-	if err := transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts); err != nil {
+	if stored {
+		opts.MD5 = spec.File.MD5
+	}
+	err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
+	if stored && errors.Is(err, transfer.ErrDigestMismatch) {
+		w.log.Warn("stored copy is damaged; fetching it again", "run", t.RunID, "sha256", spec.File.SHA256, "error", err)
+		if w.swarm != nil {
+			w.swarm.Drop(spec.File.SHA256)
+		}
+		if rerr := w.content.Remove(spec.File.SHA256); rerr != nil {
+			return fail(fmt.Errorf("%w; removing the damaged copy: %v", err, rerr))
+		}
+		if err := w.fetch(ctx, t, stats); err != nil {
+			return fail(err)
+		}
+		opts.MD5 = ""
+		err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
+	}
+	if err != nil {
 		return fail(err)
 	}
 	now := time.Now()
@@ -133,7 +159,11 @@ func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats) 
 // origin for --no-swarm (central push), otherwise any full holder. done is
 // false when no holder can be reached that way (the swarm then serves).
 func (w *Worker) fetchDirect(ctx context.Context, t Task, obj transfer.Object, origins map[string]bool, stats *model.TransferStats) (done bool, err error) {
-	peers, err := w.askPeers(ctx, t, false, 0)
+	var peers PeersResponse
+	err = untilAvailable(ctx, func() (err error) {
+		peers, err = w.askPeers(ctx, t, false, 0)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}
@@ -186,11 +216,17 @@ func (w *Worker) fetchDirect(ctx context.Context, t Task, obj transfer.Object, o
 // fetchSwarm joins the object's private swarm with peers from the leader,
 // refreshing them while it runs.
 func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, origins map[string]bool, stats *model.TransferStats) error {
-	mi, err := w.metaInfo(ctx, obj.SHA256)
-	if err != nil {
+	var mi *metainfo.MetaInfo
+	var peers PeersResponse
+	err := untilAvailable(ctx, func() (err error) {
+		if mi == nil {
+			if mi, err = w.metaInfo(ctx, obj.SHA256); err != nil {
+				return err
+			}
+		}
+		peers, err = w.askPeers(ctx, t, true, 0)
 		return err
-	}
-	peers, err := w.askPeers(ctx, t, true, 0)
+	})
 	if err != nil {
 		return err
 	}
@@ -263,6 +299,26 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 		stats.ByIDC[idc] += n
 	}
 	return err
+}
+
+// untilAvailable runs op again while it fails because the control group
+// cannot be reached (p2p.CodeUnavailable: an agent restarted mid-push
+// resumes before it has rejoined the mesh, or a leader election is under
+// way), until ctx ends: the push waits up to its timeout instead of failing.
+func untilAvailable(ctx context.Context, op func() error) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := op()
+		if err == nil || p2p.CodeOf(err) != p2p.CodeUnavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
 
 func keys(m map[string]bool) []string {

@@ -127,3 +127,16 @@ func readRuns(ws memdb.WatchSet, store *state.Store, q runsQuery) (uint64, *mode
 	}
 	return idx, out, nil
 }
+
+// activeRuns lists the ids of the runs of idc that are running.
+func activeRuns(store *state.Store, idc string) ([]string, error) {
+	_, entries, err := store.KVList(nil, idc, prefixActiveRuns)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.Key[len(prefixActiveRuns):]
+	}
+	return ids, nil
+}

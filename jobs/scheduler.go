@@ -200,34 +200,34 @@ func (s *Scheduler) lead(ctx context.Context) {
 
 // watch is one pass of the watchdog over every running run.
 func (s *Scheduler) watch(t *term) {
-	_, list, err := readRuns(nil, s.cfg.Server.Store(), runsQuery{IDC: s.cfg.IDC, Status: model.RunRunning})
+	ids, err := activeRuns(s.cfg.Server.Store(), s.cfg.IDC)
 	if err != nil {
 		s.log.Error("watchdog cannot list runs", "error", err)
 		return
 	}
-	if len(list.Runs) == 0 {
+	if len(ids) == 0 {
 		return
 	}
 	members := map[string]mesh.Member{}
 	for _, m := range s.cfg.LAN.Members() {
 		members[m.Name] = m
 	}
+	executors := aliveAgents(members, s.cfg.IDC)
 	now := time.Now()
-	for _, r := range list.Runs {
-		_, view, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: r.ID, Hosts: true})
-		if err != nil || view == nil {
+	for _, id := range ids {
+		_, view, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: id, Hosts: true})
+		if err != nil || view == nil || view.Run.Status != model.RunRunning {
 			continue
 		}
-		s.watchRun(t, view, members, now)
+		s.watchRun(t, view, members, executors, now)
 	}
 }
 
 // watchRun decides, for each host of one run, whether to deliver, ask,
 // cancel or settle it.
-func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.Member, now time.Time) {
+func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.Member, executors []string, now time.Time) {
 	r := &v.Run
 	var settle []model.HostResult
-	executors := aliveAgents(members, s.cfg.IDC)
 	for i := range v.Hosts {
 		h := &v.Hosts[i]
 		if h.Status.Terminal() {

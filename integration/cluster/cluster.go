@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,6 +45,9 @@ type Options struct {
 	// one process full convergence takes minutes. Callers wait for what
 	// they need (WaitAlive).
 	NoConverge bool
+	// StartWorkers is how many nodes New starts at once, after the first
+	// node of each IDC. Default 1: one after the other.
+	StartWorkers int
 }
 
 // Cluster is a set of running in-process nodes.
@@ -107,9 +109,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 		}
 	}
 	t.Cleanup(c.stopAll)
-	for i := 0; i < n; i++ {
-		c.StartNode()
-	}
+	c.startNodes(n, opts.StartWorkers)
 	if opts.NoConverge {
 		return c
 	}
@@ -160,6 +160,24 @@ func ScaleGossip(mc *mesh.Config) {
 	}
 }
 
+// QuietGossip is ScaleGossip with failure detection slowed to a crawl, for
+// benchmarks of other parts at sizes where two cores cannot keep probing a
+// thousand in-process nodes on time (probes then time out, and nodes flap
+// between alive and dead while the benchmark waits for them).
+func QuietGossip(mc *mesh.Config) {
+	ScaleGossip(mc)
+	mc.HealthInterval = 5 * time.Minute
+	scale := mc.Memberlist
+	mc.Memberlist = func(m *memberlist.Config) {
+		scale(m)
+		m.GossipInterval = time.Second
+		m.ProbeInterval = 20 * time.Second
+		m.ProbeTimeout = 10 * time.Second
+		m.SuspicionMult = 8
+		m.PushPullInterval = 5 * time.Minute
+	}
+}
+
 // FastControl tunes the control group for loopback tests: quick bootstrap,
 // elections, promotion and dead-server removal.
 func FastControl(g *consensus.GroupConfig) {
@@ -175,7 +193,57 @@ func FastControl(g *consensus.GroupConfig) {
 // StartNode starts one more node; it joins the first node of its IDC.
 func (c *Cluster) StartNode() *node.Agent {
 	c.t.Helper()
-	i := len(c.Agents)
+	a, err := c.startNode(len(c.Agents))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Agents = append(c.Agents, a)
+	return a
+}
+
+// startNodes starts nodes len(c.Agents) .. n-1, workers at a time; the
+// first node of each IDC starts alone first, since the others join it.
+func (c *Cluster) startNodes(n, workers int) {
+	c.t.Helper()
+	for len(c.Agents) < min(n, c.opts.IDCs) || (workers <= 1 && len(c.Agents) < n) {
+		c.StartNode()
+	}
+	from := len(c.Agents)
+	if from >= n {
+		return
+	}
+	started := make([]*node.Agent, n-from)
+	errs := make([]error, n-from)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				started[i-from], errs[i-from] = c.startNode(i)
+			}
+		}()
+	}
+	for i := from; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for k, a := range started {
+		if a != nil {
+			c.Agents = append(c.Agents, a)
+		} else {
+			// Keep indexes stable for stopAll: a failed start leaves no agent.
+			c.stopAll()
+			c.t.Fatal(errs[k])
+		}
+	}
+}
+
+// startNode builds and starts node i. It reads c.Agents (the node to
+// join) but does not change it, so several may run at once.
+func (c *Cluster) startNode(i int) (*node.Agent, error) {
 	cfg := node.DefaultConfig()
 	cfg.Name = fmt.Sprintf("node%d", i+1)
 	cfg.IDC = fmt.Sprintf("dc%d", i%c.opts.IDCs+1)
@@ -200,20 +268,20 @@ func (c *Cluster) StartNode() *node.Agent {
 	if c.opts.Configure != nil {
 		c.opts.Configure(i, cfg)
 	}
-	var out io.Writer = io.Discard
+	// Discarded logs are never formatted: at hundreds of nodes, debug
+	// lines written to io.Discard cost a visible share of the CPU.
+	logger := slog.New(slog.DiscardHandler)
 	if c.opts.Verbose {
-		out = testWriter{c.t}
+		logger = slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := node.New(cfg, logger)
 	if err != nil {
-		c.t.Fatalf("node %s: %v", cfg.Name, err)
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 	if err := a.Start(context.Background()); err != nil {
-		c.t.Fatalf("node %s: %v", cfg.Name, err)
+		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
-	c.Agents = append(c.Agents, a)
-	return a
+	return a, nil
 }
 
 func (c *Cluster) firstOf(idc string) *node.Agent {
@@ -280,14 +348,14 @@ func (c *Cluster) WaitConverged(ctx context.Context) error {
 	})
 }
 
-// WaitAlive waits until node i sees n members of its IDC alive: what a
-// leader needs to target them, without the whole pool converging.
+// WaitAlive waits until node i sees n members of its IDC alive (or
+// suspect: still a target to a leader), without the whole pool converging.
 func (c *Cluster) WaitAlive(ctx context.Context, i, n int) error {
 	a := c.Agents[i]
-	return WaitFor(ctx, 100*time.Millisecond, func() error {
+	return WaitFor(ctx, 500*time.Millisecond, func() error {
 		alive := 0
 		for _, m := range a.Mesh().Members() {
-			if m.Status == mesh.StatusAlive && m.Meta.IDC == a.IDC() {
+			if (m.Status == mesh.StatusAlive || m.Status == mesh.StatusSuspect) && m.Meta.IDC == a.IDC() {
 				alive++
 			}
 		}

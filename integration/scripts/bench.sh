@@ -31,6 +31,12 @@ report="integration/reports/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
   echo "## fan-out: \`hostname\` on 20 netns hosts, herd vs parallel-ssh vs ansible ad-hoc (target: herd <= 0.5 s)"
   go test ./integration -run '^$' -bench 'BenchmarkFanoutNetns' -benchtime 5x -timeout 20m
   echo
+  echo "## fan-out: \`hostname\` on 100 and 1,000 in-process agents, one /bin/sh each, via a non-leader (target: <= 2 s at 1,000; the 1,000-node start takes minutes)"
+  go test ./integration -run '^$' -bench 'BenchmarkFanoutInProcess' -benchtime 3x -timeout 60m
+  echo
+  echo "## file push: 200 MB to 20 netns hosts on 100 Mbit links, herd swarm vs --no-swarm vs parallel-scp, against the fluid bound; 1 GB to 10 hosts; 10 GB prepare (target: swarm <= 1.5x bound, >= 10x faster than central push)"
+  go test ./integration -run '^$' -bench 'BenchmarkPushNetns' -benchtime 1x -timeout 30m
+  echo
   echo "## node-stream RPC micro-benchmark"
   go test ./mesh/p2p -run '^$' -bench . -benchmem -timeout 10m
 } 2>&1 | tee "$report"
