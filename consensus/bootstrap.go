@@ -216,6 +216,11 @@ func (g *Group) bootstrapStep(now time.Time) {
 		g.setWaiting("")
 		return
 	}
+	if g.cfg.MayBootstrap != nil && !g.cfg.MayBootstrap() {
+		g.boot.forget()
+		g.setWaiting(fmt.Sprintf("waiting to join the mesh before bootstrapping the control group of IDC %s", idc))
+		return
+	}
 	if len(alive) < k {
 		g.boot.forget()
 		g.setWaiting(fmt.Sprintf("waiting for %d more alive nodes in IDC %s: have %d, control-size %d", k-len(alive), idc, len(alive), k))

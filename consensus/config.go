@@ -154,6 +154,13 @@ type GroupConfig struct {
 	// when leadership is lost or the group stops. It is started again on
 	// every new term of leadership. It should return when ctx ends.
 	Leadership func(ctx context.Context)
+
+	// MayBootstrap, if set, must report true before this node bootstraps a
+	// new group. A node started with addresses to join passes "have I
+	// joined yet": until its first join completes its gossip view holds
+	// only itself, and with a control size of 1 it would otherwise found a
+	// group of its own beside the existing one. Nil: always.
+	MayBootstrap func() bool
 }
 
 // DefaultGroupConfig returns a GroupConfig with every default filled in;

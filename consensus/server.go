@@ -35,6 +35,8 @@ type ServerConfig struct {
 	// ReplicationWait is the blocking-query wait of global replication.
 	// Default 30s.
 	ReplicationWait time.Duration
+	// MayBootstrap gates founding a new group (see GroupConfig.MayBootstrap).
+	MayBootstrap func() bool
 	// TuneGroup adjusts the group configuration last (tests: fast timings).
 	TuneGroup func(*GroupConfig)
 	Logger    *slog.Logger
@@ -90,16 +92,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, store: store}
 	s.fsm = NewFSM(store, cfg.Logger.With("part", "fsm"))
 	gcfg := GroupConfig{
-		Name:        cfg.Name,
-		IDC:         cfg.IDC,
-		Zone:        cfg.Zone,
-		ControlSize: cfg.ControlSize,
-		DataDir:     cfg.DataDir,
-		Mesh:        cfg.LAN,
-		Host:        cfg.Host,
-		FSM:         s.fsm,
-		Logger:      cfg.Logger.With("part", "control"),
-		Leadership:  s.leadership,
+		Name:         cfg.Name,
+		IDC:          cfg.IDC,
+		Zone:         cfg.Zone,
+		ControlSize:  cfg.ControlSize,
+		DataDir:      cfg.DataDir,
+		Mesh:         cfg.LAN,
+		Host:         cfg.Host,
+		FSM:          s.fsm,
+		Logger:       cfg.Logger.With("part", "control"),
+		Leadership:   s.leadership,
+		MayBootstrap: cfg.MayBootstrap,
 	}
 	if cfg.TuneGroup != nil {
 		cfg.TuneGroup(&gcfg)

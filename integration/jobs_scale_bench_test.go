@@ -113,13 +113,15 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 				return
 			case <-progress.C:
 			}
-			alive := 0
+			alive, others := 0, map[string]string{}
 			for _, m := range c.Agents[0].Mesh().Members() {
 				if m.Status == mesh.StatusAlive {
 					alive++
+				} else if len(others) < 8 {
+					others[m.Name] = string(m.Status)
 				}
 			}
-			t.Logf("%s: leader sees %d of %d alive", time.Since(setup).Round(time.Second), alive, n)
+			t.Logf("%s: leader sees %d of %d alive; not alive: %v", time.Since(setup).Round(time.Second), alive, n, others)
 		}
 	}()
 	if err := c.WaitAlive(ctx, 0, n); err != nil {

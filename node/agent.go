@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
@@ -39,6 +40,7 @@ type Agent struct {
 	host    *p2p.Host
 	mesh    *mesh.Mesh
 	control *consensus.Server
+	joined  atomic.Bool // the first --join succeeded (see MayBootstrap)
 	// jobs: this node's executor side, leader side, and API side of runs.
 	worker    *jobs.Worker
 	scheduler *jobs.Scheduler
@@ -207,6 +209,9 @@ func (a *Agent) startControl() error {
 		LAN:         a.mesh,
 		Host:        a.host,
 		WAN:         wan,
+		// A node told to join others must not found a group of its own
+		// before it has seen them.
+		MayBootstrap: func() bool { return len(a.cfg.Join) == 0 || a.joined.Load() },
 		TuneGroup: func(g *consensus.GroupConfig) {
 			g.DeadServerTimeout = a.cfg.DeadServerTimeout
 			if a.cfg.TuneControl != nil {
@@ -349,6 +354,7 @@ func (a *Agent) joinLoop(ctx context.Context) {
 	for attempt := 1; ; attempt++ {
 		n, err := a.mesh.Join(a.cfg.Join)
 		if err == nil && n > 0 {
+			a.joined.Store(true)
 			a.log.Info("joined the mesh", "contacted", n, "attempt", attempt)
 			return
 		}

@@ -174,7 +174,10 @@ func QuietGossip(mc *mesh.Config) {
 		m.ProbeInterval = 20 * time.Second
 		m.ProbeTimeout = 10 * time.Second
 		m.SuspicionMult = 8
-		m.PushPullInterval = 5 * time.Minute
+		// A node wrongly declared dead learns it (and refutes) from gossip
+		// to the dead or, failing that, from the next push/pull.
+		m.GossipToTheDeadTime = 2 * time.Minute
+		m.PushPullInterval = time.Minute
 	}
 }
 
