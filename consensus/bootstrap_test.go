@@ -2,8 +2,11 @@ package consensus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,4 +126,30 @@ func TestBootstrapConflictingProposalRefused(t *testing.T) {
 	if p2p.CodeOf(err) != p2p.CodeForbidden {
 		t.Fatalf("conflicting set: err %v, want forbidden", err)
 	}
+}
+
+// A node that may not bootstrap yet (it was told to join others and has
+// not) founds no group of its own, even with a control size of 1; once
+// allowed, it does.
+func TestBootstrapWaitsForMayBootstrap(t *testing.T) {
+	var allowed atomic.Bool
+	n := startNode(t, "node1", t.TempDir(), nodeOpts{controlSize: 1, tweak: func(c *GroupConfig) {
+		c.MayBootstrap = allowed.Load
+	}})
+	waitFor(t, 5*time.Second, "the waiting reason", func() error {
+		if w := n.group.Status().Waiting; !strings.Contains(w, "waiting to join the mesh") {
+			return fmt.Errorf("waiting %q", w)
+		}
+		return nil
+	})
+	if n.group.Raft() != nil {
+		t.Fatal("bootstrapped before it was allowed to")
+	}
+	allowed.Store(true)
+	waitFor(t, 10*time.Second, "a leader", func() error {
+		if !n.group.IsLeader() {
+			return errors.New("not leader yet")
+		}
+		return nil
+	})
 }
