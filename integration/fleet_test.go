@@ -30,6 +30,7 @@ type fleet struct {
 
 	controlSize int
 	noAgent     map[int]bool
+	prelude     map[int]string
 }
 
 type fleetOptions struct {
@@ -42,6 +43,11 @@ type fleetOptions struct {
 	// nobody joins them and waitConverged does not expect them.
 	noAgent []int
 	extra   []string
+	// prelude maps a host (by index) to shell commands its agent's
+	// wrapper runs first, in the agent's own mount namespace, on every
+	// start: e.g. a small tmpfs that only that agent sees. A failing
+	// prelude keeps the agent from starting.
+	prelude map[int]string
 }
 
 // startFleet starts one agent per netns host (except o.noAgent); host i
@@ -53,7 +59,7 @@ func startFleet(t testing.TB, o fleetOptions) *fleet {
 		t.Skipf("netns fleet unavailable: %s", why)
 	}
 	hosts := netns.New(t, netns.Config{Hosts: o.hosts, RateMbit: o.rateMbit, Prefix: "herd"})
-	f := &fleet{t: t, hosts: hosts, token: randHex(t, 16), controlSize: max(o.controlSize, 1), noAgent: map[int]bool{}}
+	f := &fleet{t: t, hosts: hosts, token: randHex(t, 16), controlSize: max(o.controlSize, 1), noAgent: map[int]bool{}, prelude: o.prelude}
 	for _, i := range o.noAgent {
 		f.noAgent[i] = true
 	}
@@ -98,6 +104,10 @@ func (f *fleet) start(i int, extra []string) {
 		argv = append(argv, "--join", strings.Join(join, ","))
 	}
 	argv = append(argv, extra...)
+	if pre := f.prelude[i]; pre != "" {
+		// sh execs the agent, so the pid held is still the agent's.
+		argv = append([]string{"sh", "-c", pre + "\nexec \"$@\"", "sh"}, argv...)
+	}
 	p, err := h.Start("agent", argv, nil)
 	if err != nil {
 		f.t.Fatalf("starting agent on %s: %v", h.Name, err)

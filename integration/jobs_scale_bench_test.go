@@ -98,6 +98,14 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 		StartWorkers: 8,
 		Configure: func(_ int, cfg *node.Config) {
 			cfg.HealthInterval = time.Minute
+			// Shipped raft timings, and every node's group loop (which
+			// scans the whole member list) at a slow pace: a thousand of
+			// them share two cores here, where each has its own host in
+			// a fleet.
+			cfg.TuneControl = func(g *consensus.GroupConfig) {
+				g.BootstrapStable = 300 * time.Millisecond
+				g.AutopilotInterval = 5 * time.Second
+			}
 		},
 	})
 	t.Logf("%d nodes started in %s", n, time.Since(setup).Round(time.Second))

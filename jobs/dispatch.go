@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"time"
@@ -117,39 +118,65 @@ func (s *Scheduler) notify(r *model.Run, executors []string) {
 	}
 }
 
-// handlePull answers a node asking for its pending tasks.
+// handlePull answers a node asking for its pending tasks. It must stay
+// cheap: after a big run's notice, many nodes may ask at once. So it reads
+// the asker's own host record per run (from the term's cached target
+// sets), never whole runs, except to place SSH targets.
 func (s *Scheduler) handlePull(_ context.Context, _ peer.ID, req PullRequest) (PullResponse, error) {
-	if s.current() == nil {
+	t := s.current()
+	if t == nil {
 		return PullResponse{}, p2p.Errorf(p2p.CodeUnavailable, "%s is not the leader", s.cfg.Name)
 	}
-	ids, err := activeRuns(s.cfg.Server.Store(), s.cfg.IDC)
+	store := s.cfg.Server.Store()
+	ids, err := activeRuns(store, s.cfg.IDC)
 	if err != nil {
 		return PullResponse{}, p2p.Errorf(p2p.CodeInternal, "%v", err)
 	}
-	members := map[string]mesh.Member{}
-	for _, m := range s.cfg.LAN.Members() {
-		members[m.Name] = m
-	}
-	agents := aliveAgents(members, s.cfg.IDC)
-	var sshHosts map[string]model.SSHHost
+	var (
+		members  map[string]mesh.Member
+		agents   []string
+		sshHosts map[string]model.SSHHost
+	)
 	out := PullResponse{Tasks: []Envelope{}}
 	for _, id := range ids {
-		_, v, err := readRun(nil, s.cfg.Server.Store(), runQuery{IDC: s.cfg.IDC, ID: id, Hosts: true})
-		if err != nil || v == nil || v.Run.Cancelled || v.Run.Status != model.RunRunning {
+		ts, err := s.targetsOf(t, id)
+		if err != nil {
 			continue
 		}
-		for _, h := range v.Hosts {
-			if h.Status != model.HostPending {
-				continue
+		var mine []model.Target
+		if tg, ok := ts.byName[req.Node]; ok && tg.Kind == model.TargetAgent {
+			mine = append(mine, tg)
+		}
+		if len(ts.ssh) > 0 {
+			if members == nil {
+				members = map[string]mesh.Member{}
+				for _, m := range s.cfg.LAN.Members() {
+					members[m.Name] = m
+				}
+				agents = aliveAgents(members, s.cfg.IDC)
 			}
-			exec, why := executorFor(h.Host, h.Kind, members, agents)
-			if why != "" || exec != req.Node {
-				continue
+			for _, tg := range ts.ssh {
+				if exec, why := executorFor(tg.Name, tg.Kind, members, agents); why == "" && exec == req.Node {
+					mine = append(mine, tg)
+				}
 			}
-			if h.Kind == model.TargetSSH && sshHosts == nil {
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		_, r, err := readRun(nil, store, runQuery{IDC: s.cfg.IDC, ID: id})
+		if err != nil || r == nil || r.Run.Cancelled || r.Run.Status != model.RunRunning {
+			continue
+		}
+		for _, tg := range mine {
+			if _, rec, err := store.KVGet(nil, s.cfg.IDC, runHostKey(id, tg.Name)); err != nil || rec != nil {
+				continue // not pending
+			}
+			if tg.Kind == model.TargetSSH && sshHosts == nil {
 				sshHosts = s.sshHostsMap()
 			}
-			task, err := s.task(&v.Run, h, exec, sshHosts)
+			h := model.HostResult{Host: tg.Name, Kind: tg.Kind, Status: model.HostPending}
+			task, err := s.task(&r.Run, h, req.Node, sshHosts)
 			if err != nil {
 				continue
 			}
@@ -161,6 +188,44 @@ func (s *Scheduler) handlePull(_ context.Context, _ peer.ID, req PullRequest) (P
 		}
 	}
 	return out, nil
+}
+
+// runTargets is a run's target list, indexed; a run's targets never
+// change, so a term caches them.
+type runTargets struct {
+	byName map[string]model.Target
+	ssh    []model.Target
+}
+
+func (s *Scheduler) targetsOf(t *term, runID string) (*runTargets, error) {
+	t.mu.Lock()
+	ts := t.targets[runID]
+	t.mu.Unlock()
+	if ts != nil {
+		return ts, nil
+	}
+	_, e, err := s.cfg.Server.Store().KVGet(nil, s.cfg.IDC, runTargetsKey(runID))
+	if err != nil || e == nil {
+		return nil, fmt.Errorf("targets of run %s: %v", runID, err)
+	}
+	var list []model.Target
+	if err := json.Unmarshal(e.Value, &list); err != nil {
+		return nil, err
+	}
+	ts = &runTargets{byName: make(map[string]model.Target, len(list))}
+	for _, tg := range list {
+		ts.byName[tg.Name] = tg
+		if tg.Kind == model.TargetSSH {
+			ts.ssh = append(ts.ssh, tg)
+		}
+	}
+	t.mu.Lock()
+	if t.targets == nil {
+		t.targets = map[string]*runTargets{}
+	}
+	t.targets[runID] = ts
+	t.mu.Unlock()
+	return ts, nil
 }
 
 // Deliver sends a signed task to its executor m and returns the

@@ -120,6 +120,7 @@ type term struct {
 	sends    map[string]*sendState        // runID\x00host
 	swarms   map[string]map[string]string // runID → node → swarm address (pushes in progress)
 	progress map[string]map[string]int64  // runID → host → verified bytes (pushes in progress)
+	targets  map[string]*runTargets       // runID → its targets (immutable; see targetsOf)
 }
 
 // sendState is what this term knows of one host's delivery.

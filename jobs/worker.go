@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -460,11 +461,12 @@ func (w *Worker) noticeLoop() {
 			if _, known, _ := w.store.get(n.RunID, w.cfg.Name); known {
 				continue
 			}
-			// Give the direct delivery a moment to arrive first.
+			// Give the direct delivery (and its retries) time to arrive
+			// first; spread the pulls of a big run over a few seconds.
 			select {
 			case <-w.ctx.Done():
 				return
-			case <-time.After(noticePullDelay):
+			case <-time.After(noticePullDelay + rand.N(noticePullJitter)):
 			}
 			if _, known, _ := w.store.get(n.RunID, w.cfg.Name); !known {
 				select {
@@ -476,9 +478,14 @@ func (w *Worker) noticeLoop() {
 	}
 }
 
-// noticePullDelay is how long a noticed node waits for the direct delivery
-// before it pulls.
-const noticePullDelay = 2 * time.Second
+// A noticed node waits noticePullDelay plus up to noticePullJitter for the
+// direct delivery before it pulls: the leader retries deliveries every few
+// seconds, so the pull is the fallback for a node it cannot reach, not a
+// race with it.
+const (
+	noticePullDelay  = 5 * time.Second
+	noticePullJitter = 5 * time.Second
+)
 
 func (w *Worker) pruneLoop() {
 	tick := time.NewTicker(time.Hour)

@@ -2,6 +2,8 @@ package transfer
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +28,10 @@ type InstallOptions struct {
 	Owner string
 	// Mkdir creates missing parent directories (0755) instead of failing.
 	Mkdir bool
+	// MD5 (hex), if set, is checked against the bytes as they are copied:
+	// a mismatch fails with ErrDigestMismatch and leaves dest untouched.
+	// Empty means the source is trusted (it was just verified).
+	MD5 string
 }
 
 // ValidateDest accepts only absolute, clean destination paths other than
@@ -245,8 +251,18 @@ func Install(ctx context.Context, src, dest string, opt InstallOptions) (err err
 			os.Remove(tmpName)
 		}
 	}()
-	if _, err = io.Copy(tmp, ctxReader{ctx, in}); err != nil {
+	var r io.Reader = ctxReader{ctx, in}
+	sum := md5.New()
+	if opt.MD5 != "" {
+		r = io.TeeReader(r, sum)
+	}
+	if _, err = io.Copy(tmp, r); err != nil {
 		return installErr(err, dest, size, free, "write")
+	}
+	if opt.MD5 != "" {
+		if got := hex.EncodeToString(sum.Sum(nil)); got != strings.ToLower(opt.MD5) {
+			return fmt.Errorf("transfer: install %s: %w: the stored copy has md5 %s, want %s", dest, ErrDigestMismatch, got, opt.MD5)
+		}
 	}
 	if err = tmp.Sync(); err != nil {
 		return installErr(err, dest, size, free, "sync")

@@ -248,3 +248,33 @@ func assertNoTemps(t *testing.T, dir string) {
 		return nil
 	})
 }
+
+// With InstallOptions.MD5 set, a source whose bytes do not match (a store
+// copy damaged on disk) is refused and DEST keeps its old content.
+func TestInstallVerifiesMD5(t *testing.T) {
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "src"), filepath.Join(dir, "dest")
+	if err := os.WriteFile(src, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dest, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const helloMD5 = "b1946ac92492d2347c6235b4d2611184"
+	err := Install(context.Background(), src, dest, InstallOptions{MD5: strings.Repeat("0", 32)})
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("Install with a wrong MD5: %v, want ErrDigestMismatch", err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "old" {
+		t.Fatalf("dest changed to %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".herd-tmp-*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	if err := Install(context.Background(), src, dest, InstallOptions{MD5: helloMD5}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "hello\n" {
+		t.Fatalf("dest is %q", b)
+	}
+}

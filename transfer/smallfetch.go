@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/herd-io/herd/mesh/p2p"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -23,7 +24,29 @@ const (
 	MaxRangeLength = 1 << 20
 	// smallFetchParallel is how many ranges are in flight at once.
 	smallFetchParallel = 4
+	// rangeAttempts bounds the tries of one range whose stream broke
+	// (a reset connection under load), so one reset does not fail a
+	// central push of a large file.
+	rangeAttempts = 4
 )
+
+// fetchRange asks for one range, again after a transient failure
+// (p2p.CodeUnavailable: reset or closed streams and connections).
+func fetchRange(ctx context.Context, h *p2p.Host, from peer.ID, addr string, req rangeRequest) (rangeResponse, error) {
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		resp, err := p2p.CallJSON[rangeRequest, rangeResponse](ctx, h, from, addr, ContentProtocol, req)
+		if err == nil || attempt == rangeAttempts || p2p.CodeOf(err) != p2p.CodeUnavailable {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return resp, err
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
 
 // rangeRequest asks for Length bytes of object SHA256 from Offset.
 type rangeRequest struct {
@@ -111,8 +134,7 @@ func FetchSmall(ctx context.Context, h *p2p.Host, st *Store, from peer.ID, addr 
 		go func() {
 			for off := range offsets {
 				n := min(MaxRangeLength, obj.Size-off)
-				resp, err := p2p.CallJSON[rangeRequest, rangeResponse](ctx, h, from, addr, ContentProtocol,
-					rangeRequest{SHA256: obj.SHA256, Offset: off, Length: n})
+				resp, err := fetchRange(ctx, h, from, addr, rangeRequest{SHA256: obj.SHA256, Offset: off, Length: n})
 				switch {
 				case err != nil:
 				case resp.Size != obj.Size || int64(len(resp.Data)) != n:

@@ -78,6 +78,14 @@ func (t *fileTorrent) piece(p metainfo.Piece) storage.PieceImpl {
 	return filePiece{t: t, off: p.Offset(), index: p.Index()}
 }
 
+// dropCloseDelay is how long a dropped torrent's file stays open.
+const dropCloseDelay = 30 * time.Second
+
+// close runs when the torrent is dropped. The descriptor is closed a little
+// later, not now: anacrolix v1.61.0 panics (PeerConn.servePeerRequest,
+// "panicif.True") when the read for a peer request that was in flight at
+// Drop fails, as it would on a closed file; the request is abandoned
+// quietly when the read succeeds.
 func (t *fileTorrent) close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -85,7 +93,9 @@ func (t *fileTorrent) close() error {
 		return nil
 	}
 	t.done = true
-	return t.f.Close()
+	f := t.f
+	time.AfterFunc(dropCloseDelay, func() { f.Close() })
+	return nil
 }
 
 type filePiece struct {
