@@ -247,13 +247,20 @@ func runPush(ctx context.Context, o PushOptions, stdout, stderr io.Writer) error
 // added on its host, or uploaded (after a local hash showed the store
 // does not have it yet).
 func resolveSource(ctx context.Context, client *api.Client, o PushOptions, src pushSource, stderr io.Writer) (*model.File, error) {
+	// A source that does not exist is the operator's mistake: exit 2.
+	missing := func(f *model.File, err error) (*model.File, error) {
+		if err != nil && isNotFound(err) {
+			return nil, &UsageError{Err: err}
+		}
+		return f, err
+	}
 	switch src.Kind {
 	case sourceCatalog:
 		rctx, cancel := o.context(ctx)
 		defer cancel()
-		return resolveFile(rctx, client, src.Ref)
+		return missing(resolveFile(rctx, client, src.Ref))
 	case sourceNode:
-		return addNodeFile(ctx, o.globals, src)
+		return missing(addNodeFile(ctx, o.globals, src))
 	}
 	lf, err := openLocal(src.Path)
 	if err != nil {

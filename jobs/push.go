@@ -82,7 +82,7 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	}
 	stats := &model.TransferStats{Dest: dest, Swarm: w.swarmAddr()}
 	res.Transfer = stats
-	if same, err := transfer.CheckIdentical(dest, spec.File.Size, spec.File.MD5); err != nil {
+	if same, err := w.cfg.Digests.CheckIdentical(dest, spec.File.Size, spec.File.MD5); err != nil {
 		return fail(err)
 	} else if same {
 		now := time.Now()
@@ -122,6 +122,9 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	}
 	if err != nil {
 		return fail(err)
+	}
+	if err := w.cfg.Digests.Record(dest, spec.File.MD5); err != nil {
+		w.log.Warn("cannot remember the installed file's digest", "dest", dest, "error", err)
 	}
 	now := time.Now()
 	stats.MD5 = spec.File.MD5

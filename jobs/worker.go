@@ -46,8 +46,11 @@ type WorkerConfig struct {
 	Server *consensus.Server
 	// Content and Swarm are the node's content store and swarm (pushes);
 	// SwarmAdvertise is the swarm address other nodes dial.
-	Content        *transfer.Store
-	Swarm          *transfer.Swarm
+	Content *transfer.Store
+	Swarm   *transfer.Swarm
+	// Digests remembers installed files' MD5s, so an identical re-push
+	// costs a stat, not a read of the destination (nil: always hash).
+	Digests        *transfer.DigestCache
 	SwarmAdvertise string
 	// UploadRate and DownloadRate are the agent's swarm caps (bytes/s, 0 =
 	// unlimited), restored after a push with its own --rate.

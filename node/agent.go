@@ -49,6 +49,7 @@ type Agent struct {
 	content        *transfer.Store
 	swarm          *transfer.Swarm
 	swarmAdvertise string
+	digests        *transfer.DigestCache
 	api            *apiServer
 
 	// fatal carries errors that end the agent after Start returned, such as
@@ -298,6 +299,9 @@ func (a *Agent) closeParts() error {
 	}
 	if a.swarm != nil {
 		errs = append(errs, a.swarm.Close())
+	}
+	if a.digests != nil {
+		errs = append(errs, a.digests.Close())
 	}
 	if a.control != nil {
 		errs = append(errs, a.control.Shutdown())

@@ -34,7 +34,7 @@ func (a *Agent) newJobs() error {
 		OutputRetention: a.cfg.OutputRetention,
 		SSHConcurrency:  a.cfg.SSHConcurrency,
 		LAN:             a.mesh, Host: a.host, Server: a.control,
-		Content: a.content, Swarm: a.swarm, SwarmAdvertise: a.swarmAdvertise,
+		Content: a.content, Swarm: a.swarm, SwarmAdvertise: a.swarmAdvertise, Digests: a.digests,
 		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
 		FSRoot: a.cfg.FSRoot,
 		Logger: a.log.With("part", "jobs"),
@@ -65,6 +65,9 @@ func (a *Agent) startContent() error {
 		return fmt.Errorf("file swarm on %s: %w", a.cfg.Swarm, err)
 	}
 	a.content, a.swarm = st, sw
+	if a.digests, err = transfer.OpenDigestCache(filepath.Join(a.cfg.DataDir, "content", "digests.db")); err != nil {
+		return err
+	}
 	ip, err := a.advertiseIP()
 	if err != nil {
 		return err
