@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"net"
 	"path/filepath"
@@ -267,7 +268,12 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 			}
 		}
 	}()
-	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) })
+	// Each host starts at its own place in the file, so the origin is not
+	// asked for the same first pieces by everyone at once.
+	h := fnv.New64a()
+	h.Write([]byte(obj.SHA256 + "\x00" + t.Host))
+	start := float64(h.Sum64()%1000) / 1000
+	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) }, transfer.StartAt(start))
 	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
 	stats.FromNode, stats.ByIDC = map[string]int64{}, map[string]int64{}
 	cancel() // stop the refresher before reading idcOf

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -338,7 +339,11 @@ const progressInterval = 250 * time.Millisecond
 // ctx is done; verified pieces stay on disk, and a later Fetch (after a
 // restart too) resumes from them. If the object is already in the store,
 // Fetch seeds it and returns at once.
-func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, peers []Peer, progress func(FetchProgress)) (FetchStats, error) {
+func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, peers []Peer, progress func(FetchProgress), opts ...FetchOption) (FetchStats, error) {
+	var fo fetchOptions
+	for _, o := range opts {
+		o(&fo)
+	}
 	start := time.Now()
 	if err := checkObject(obj); err != nil {
 		return FetchStats{}, err
@@ -384,6 +389,9 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	resumed := verifiedBytes(t, obj)
 	t.AddPeers(s.peerInfos(peers))
 	t.DownloadAll()
+	if fo.stagger {
+		staggerPieces(t, fo.start)
+	}
 
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
@@ -467,4 +475,36 @@ func verifiedBytes(t *torrent.Torrent, obj Object) int64 {
 		i += run.Length
 	}
 	return n
+}
+
+// FetchOption adjusts one Fetch.
+type FetchOption func(*fetchOptions)
+
+type fetchOptions struct {
+	stagger bool
+	start   float64
+}
+
+// StartAt makes the fetch want the half of the pieces that follows
+// position start (0 ≤ start < 1, as a fraction of the file, wrapping
+// around) before the other half. anacrolix breaks ties between pieces of
+// equal priority by index, so hosts that all start together ask the origin
+// for the same pieces first and it uploads them several times; hosts given
+// spread-out starts ask it for different pieces and then trade them.
+func StartAt(start float64) FetchOption {
+	return func(o *fetchOptions) {
+		o.stagger, o.start = true, start-math.Floor(start)
+	}
+}
+
+// staggerPieces raises the priority of the half of t's pieces from start.
+func staggerPieces(t *torrent.Torrent, start float64) {
+	n := t.NumPieces()
+	if n < 2 {
+		return
+	}
+	first := int(start * float64(n))
+	for k := 0; k < n/2; k++ {
+		t.Piece((first + k) % n).SetPriority(torrent.PiecePriorityHigh)
+	}
 }
