@@ -292,7 +292,7 @@ func resolveSource(ctx context.Context, client *api.Client, o PushOptions, src p
 // aggregate rate of the finished hosts' bytes, and an ETA from hosts/s.
 // "[####    ] 12/20 hosts · 1 failed · 8 running · 112.0MB/s · ETA 6s · 9.8s"
 func pushProgressLine(r model.Run, hosts []model.HostResult, live *model.PushProgress, elapsed time.Duration, bar bool) string {
-	done, failed := endedCounts(r.Counts)
+	done, _ := endedCounts(r.Counts)
 	var bytes, liveBytes int64
 	for _, h := range hosts {
 		if h.Status.Terminal() && h.Transfer != nil {
@@ -306,18 +306,7 @@ func pushProgressLine(r model.Run, hosts []model.HostResult, live *model.PushPro
 	}
 	bytes += liveBytes
 	var b strings.Builder
-	if bar {
-		const width = 24
-		fill := 0
-		if r.Total > 0 {
-			fill = min(done, r.Total) * width / r.Total
-		}
-		b.WriteString("[" + strings.Repeat("#", fill) + strings.Repeat(" ", width-fill) + "] ")
-	}
-	fmt.Fprintf(&b, "%d/%d hosts · %d failed · %d running", done, r.Total, failed, r.Counts[model.HostRunning])
-	if n := r.Counts[model.HostPending]; n > 0 {
-		fmt.Fprintf(&b, " · %d pending", n)
-	}
+	progressCounts(&b, r, bar, "hosts")
 	rate, eta := 0.0, "-"
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(bytes) / s

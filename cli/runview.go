@@ -219,10 +219,11 @@ func newProgress(w io.Writer, tty bool, start time.Time) *progress {
 	return &progress{w: w, tty: tty, start: start, now: time.Now, plainGap: plainEvery, line: progressLine}
 }
 
-// progressLine renders counts as "[####    ] 12/20 done · 1 failed · 8 running · 3.1 hosts/s · 4s".
-func progressLine(r model.Run, elapsed time.Duration, bar bool) string {
+// progressCounts writes the start of a progress line, the same for runs
+// and pushes: an optional bar, then "12/20 UNIT · 1 failed · 8 running"
+// and the pending hosts if any. It returns how many hosts are done.
+func progressCounts(b *strings.Builder, r model.Run, bar bool, unit string) int {
 	done, failed := endedCounts(r.Counts)
-	var b strings.Builder
 	if bar {
 		const width = 24
 		fill := 0
@@ -231,10 +232,17 @@ func progressLine(r model.Run, elapsed time.Duration, bar bool) string {
 		}
 		b.WriteString("[" + strings.Repeat("#", fill) + strings.Repeat(" ", width-fill) + "] ")
 	}
-	fmt.Fprintf(&b, "%d/%d done · %d failed · %d running", done, r.Total, failed, r.Counts[model.HostRunning])
+	fmt.Fprintf(b, "%d/%d %s · %d failed · %d running", done, r.Total, unit, failed, r.Counts[model.HostRunning])
 	if n := r.Counts[model.HostPending]; n > 0 {
-		fmt.Fprintf(&b, " · %d pending", n)
+		fmt.Fprintf(b, " · %d pending", n)
 	}
+	return done
+}
+
+// progressLine renders counts as "[####    ] 12/20 done · 1 failed · 8 running · 3.1 hosts/s · 4s".
+func progressLine(r model.Run, elapsed time.Duration, bar bool) string {
+	var b strings.Builder
+	done := progressCounts(&b, r, bar, "done")
 	rate := 0.0
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(done) / s

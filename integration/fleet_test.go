@@ -294,3 +294,14 @@ func (f *fleet) detectFailure(ctx context.Context, victim int, dead map[int]bool
 	})
 	return time.Since(start), falsePositives, err
 }
+
+// index returns the fleet index of the host called name.
+func (f *fleet) index(name string) int {
+	for i, h := range f.hosts.Hosts {
+		if h.Name == name {
+			return i
+		}
+	}
+	f.t.Fatalf("no host %s", name)
+	return -1
+}

@@ -189,17 +189,6 @@ func (f jobsFleet) waitVoters(ctx context.Context, via, n int) *api.ControlStatu
 	return st
 }
 
-// index returns the fleet index of the host called name.
-func (f jobsFleet) index(name string) int {
-	for i, h := range f.hosts.Hosts {
-		if h.Name == name {
-			return i
-		}
-	}
-	f.t.Fatalf("no host %s", name)
-	return -1
-}
-
 // Twenty netns hosts running `herd agent` (three voters) plus one bare host
 // with a real sshd, driven only through the herd CLI: sh and python
 // scripts, failures and exit codes, rerun of failures, execution accounts,

@@ -527,17 +527,6 @@ func TestPushFleet(t *testing.T) {
 	})
 }
 
-// index returns the fleet index of the host called name.
-func (f pushFleet) index(name string) int {
-	for i, h := range f.hosts.Hosts {
-		if h.Name == name {
-			return i
-		}
-	}
-	f.t.Fatalf("no host %s", name)
-	return -1
-}
-
 // Two IDCs of ten hosts: a 100 MB file added in dc1 is pushed to every
 // host of dc2, and the bytes dc2 takes from dc1 stay near one to two file
 // sizes (a few gateways fetch across, the rest from them), not one per host.
