@@ -79,6 +79,10 @@ func (e *Executor) Run(ctx context.Context, spec Spec, outputPath string) (res R
 	return e.execute(ctx, spec, p, capt, res)
 }
 
+// drainGrace bounds the wait for the rest of the output once the whole
+// process group has exited.
+const drainGrace = 30 * time.Second
+
 // prepared is everything resolved on this host before the process starts.
 type prepared struct {
 	acct   *account
@@ -243,7 +247,14 @@ func (e *Executor) execute(ctx context.Context, spec Spec, p *prepared, capt *Ca
 
 	// Background children may still hold the pipe. Give them WaitDelay, then
 	// cut them off: Run must return, and they are not ours to kill.
-	wd := time.NewTimer(e.cfg.WaitDelay)
+	// When nothing of the script's process group is left, nobody else can
+	// hold the pipe: the reader only needs to be scheduled to see EOF, so
+	// a loaded machine gets a long grace instead of losing output.
+	delay := e.cfg.WaitDelay
+	if !groupHasLiveMember(cmd.Process.Pid) {
+		delay = max(delay, drainGrace)
+	}
+	wd := time.NewTimer(delay)
 	select {
 	case <-copied:
 	case <-wd.C:
