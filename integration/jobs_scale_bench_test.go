@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -32,12 +33,15 @@ import (
 func BenchmarkFanoutInProcess(b *testing.B) {
 	raiseFileLimit(b)
 	sizes := []int{100, 1000}
-	if v := os.Getenv("HERD_FANOUT_NODES"); v != "" { // e.g. "1000" to run one size
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatalf("HERD_FANOUT_NODES=%q: %v", v, err)
+	if v := os.Getenv("HERD_FANOUT_NODES"); v != "" { // e.g. "1000" or "100,300"
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 {
+				b.Fatalf("HERD_FANOUT_NODES=%q: want sizes like 100,300", v)
+			}
+			sizes = append(sizes, n)
 		}
-		sizes = []int{n}
 	}
 	for _, n := range sizes {
 		// The testing package calls a benchmark once with b.N = 1 and then

@@ -32,6 +32,7 @@ type fingerprint struct {
 	CtimeNs        int64
 	MD5            string
 	RecordedUnixNs int64
+	Installed      bool // recorded by the install itself (see Record)
 }
 
 // OpenDigestCache opens (creating) the cache at path.
@@ -68,9 +69,16 @@ func statFingerprint(path string) (fingerprint, error) {
 	}, nil
 }
 
-// Record notes that path now holds content with md5hex (call it right
-// after installing).
+// Record notes that path now holds content with md5hex: call it right
+// after installing. The record is trusted at once, because this agent has
+// just written and renamed the file: only a foreign write of the same size
+// within the same file-time tick as that rename (a few milliseconds) could
+// go unnoticed, the window rsync's quick check also leaves.
 func (c *DigestCache) Record(path, md5hex string) error {
+	return c.record(path, md5hex, true)
+}
+
+func (c *DigestCache) record(path, md5hex string, installed bool) error {
 	if c == nil {
 		return nil
 	}
@@ -78,7 +86,7 @@ func (c *DigestCache) Record(path, md5hex string) error {
 	if err != nil {
 		return err
 	}
-	fp.MD5, fp.RecordedUnixNs = md5hex, time.Now().UnixNano()
+	fp.MD5, fp.RecordedUnixNs, fp.Installed = md5hex, time.Now().UnixNano(), installed
 	v, err := json.Marshal(fp)
 	if err != nil {
 		return err
@@ -110,7 +118,7 @@ func (c *DigestCache) lookup(path string) (string, int64, bool) {
 		return "", 0, false
 	}
 	if now.Dev != fp.Dev || now.Ino != fp.Ino || now.Size != fp.Size || now.MtimeNs != fp.MtimeNs ||
-		now.CtimeNs != fp.CtimeNs || fp.RecordedUnixNs-now.CtimeNs < int64(settle) {
+		now.CtimeNs != fp.CtimeNs || (!fp.Installed && fp.RecordedUnixNs-now.CtimeNs < int64(settle)) {
 		return "", 0, false
 	}
 	return fp.MD5, now.Size, true
@@ -126,7 +134,7 @@ func (c *DigestCache) CheckIdentical(dest string, size int64, md5hex string) (bo
 	}
 	same, err := CheckIdentical(dest, size, md5hex)
 	if err == nil && same && c != nil {
-		_ = c.Record(dest, md5hex) // hashed anyway: the next check is a stat
+		_ = c.record(dest, md5hex, false) // hashed anyway: the next check is a stat
 	}
 	return same, err
 }

@@ -50,7 +50,7 @@ func TestDigestCache(t *testing.T) {
 		},
 	} {
 		time.Sleep(2 * settle)
-		if err := c.Record(path, want); err != nil {
+		if err := c.record(path, want, false); err != nil {
 			t.Fatal(err)
 		}
 		if err := change(); err != nil {
