@@ -152,7 +152,12 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 					others[m.Name] = string(m.Status)
 				}
 			}
-			t.Logf("%s: leader sees %d of %d alive; not alive: %v", time.Since(setup).Round(time.Second), alive, n, others)
+			runs := ""
+			if l, err := c.Agents[0].Jobs().ListRuns(ctx, "", "", 1); err == nil && len(l.Runs) > 0 {
+				r := l.Runs[0]
+				runs = fmt.Sprintf("; latest run %s %s %v", r.ID, r.Status, r.Counts)
+			}
+			t.Logf("%s: leader sees %d of %d alive; not alive: %v%s", time.Since(setup).Round(time.Second), alive, n, others, runs)
 		}
 	}()
 	// Every node should be seen alive; at 1,000 on two cores a few late
