@@ -92,6 +92,3 @@ func scriptBody(store *state.Store, name, version string) (*model.Script, string
 	}
 	return sc, version, e.Value, nil
 }
-
-// stateReader is the read side of the state store the catalog uses.
-type stateReader = *state.Store

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"encoding/json"
-	"sort"
 	"time"
 
 	"github.com/herd-io/herd/consensus"
@@ -361,14 +360,4 @@ func finalStatus(r *model.Run, counts map[model.HostStatus]int) model.RunStatus 
 		return model.RunSucceeded
 	}
 	return model.RunFailed
-}
-
-// sortedTargets returns target names sorted (for deterministic output).
-func sortedTargets(ts []model.Target) []string {
-	out := make([]string, len(ts))
-	for i, t := range ts {
-		out[i] = t.Name
-	}
-	sort.Strings(out)
-	return out
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/herd-io/herd/consensus"
+	"github.com/herd-io/herd/consensus/state"
 	"github.com/herd-io/herd/jobs/model"
 	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
@@ -153,7 +154,7 @@ func (s *Scheduler) commitRun(ctx context.Context, t *term, run model.Run, res R
 // settleAtCreate resolves the execution account and returns the hosts that
 // are settled before anything is sent: names that match no host
 // (unreachable) and hosts the account may not run on (failed).
-func (s *Scheduler) settleAtCreate(store stateReader, run *model.Run, account string, res Resolution, groups map[string]model.Group, now time.Time) []model.HostResult {
+func (s *Scheduler) settleAtCreate(store *state.Store, run *model.Run, account string, res Resolution, groups map[string]model.Group, now time.Time) []model.HostResult {
 	var out []model.HostResult
 	refuse := map[string]string{}
 	for _, name := range res.Unknown {

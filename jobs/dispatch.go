@@ -149,10 +149,7 @@ func (s *Scheduler) handlePull(_ context.Context, _ peer.ID, req PullRequest) (P
 		}
 		if len(ts.ssh) > 0 {
 			if members == nil {
-				members = map[string]mesh.Member{}
-				for _, m := range s.cfg.LAN.Members() {
-					members[m.Name] = m
-				}
+				members = s.membersByName()
 				agents = aliveAgents(members, s.cfg.IDC)
 			}
 			for _, tg := range ts.ssh {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +300,14 @@ func FuzzDecodeNotice(f *testing.F) {
 			t.Fatal("accepted a notice without a run id")
 		}
 	})
+}
+
+// sortedTargets returns target names sorted (for deterministic output).
+func sortedTargets(ts []model.Target) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Name
+	}
+	sort.Strings(out)
+	return out
 }

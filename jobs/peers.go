@@ -22,10 +22,9 @@ import (
 // term's memory, announced with each peers request).
 
 const (
-	maxSwarmPeers   = 16 // peers handed out per request
-	crossIDCPeers   = 2  // remote holders handed to a gateway
-	gatewaysPerIDC  = 2  // hosts of a run that fetch across the WAN
-	holderInProgess = transfer.HolderInProgress
+	maxSwarmPeers  = 16 // peers handed out per request
+	crossIDCPeers  = 2  // remote holders handed to a gateway
+	gatewaysPerIDC = 2  // hosts of a run that fetch across the WAN
 )
 
 // inProgress remembers, per run, the swarm address of each host that asked
@@ -156,7 +155,7 @@ func (s *Scheduler) holders(v *model.RunView, inProgress map[string]string) []tr
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		add(transfer.Holder{Name: n, IDC: s.cfg.IDC, Addr: inProgress[n], State: holderInProgess})
+		add(transfer.Holder{Name: n, IDC: s.cfg.IDC, Addr: inProgress[n], State: transfer.HolderInProgress})
 	}
 	return out
 }
@@ -193,7 +192,7 @@ func answerPeers(req PeersRequest, v *model.RunView, holders []transfer.Holder, 
 				out.NameOf[ip] = hd.Name
 			}
 		}
-		if hd.IDC == idc && hd.State != holderInProgess && hd.Name != req.Node {
+		if hd.IDC == idc && hd.State != transfer.HolderInProgress && hd.Name != req.Node {
 			out.Full = append(out.Full, hd.Name)
 		}
 	}

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -411,5 +410,3 @@ func (w *Worker) swarmAddr() string {
 	}
 	return w.cfg.SwarmAdvertise
 }
-
-var _ = json.Marshal

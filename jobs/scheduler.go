@@ -209,10 +209,7 @@ func (s *Scheduler) watch(t *term) {
 	if len(ids) == 0 {
 		return
 	}
-	members := map[string]mesh.Member{}
-	for _, m := range s.cfg.LAN.Members() {
-		members[m.Name] = m
-	}
+	members := s.membersByName()
 	executors := aliveAgents(members, s.cfg.IDC)
 	now := time.Now()
 	for _, id := range ids {
@@ -320,6 +317,15 @@ func (s *Scheduler) watchRun(t *term, v *model.RunView, members map[string]mesh.
 	if len(settle) > 0 {
 		s.enqueue(t, r.ID, settle, nil)
 	}
+}
+
+// membersByName indexes the IDC's gossip view by node name.
+func (s *Scheduler) membersByName() map[string]mesh.Member {
+	members := map[string]mesh.Member{}
+	for _, m := range s.cfg.LAN.Members() {
+		members[m.Name] = m
+	}
+	return members
 }
 
 // runTimeout is how long one host of r may take.
