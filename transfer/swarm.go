@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -55,6 +56,7 @@ type FetchStats struct {
 type Swarm struct {
 	store  *Store
 	cl     *torrent.Client
+	ln     net.Listener // the client's only listener; see seedListener
 	db     *bbolt.DB
 	up     *rate.Limiter
 	down   *rate.Limiter
@@ -76,6 +78,17 @@ type swarmEntry struct {
 	partial string       // partial directory while fetching
 	done    atomic.Bool  // complete in the store
 	fetch   *fetchCounts // non-nil while a Fetch runs
+
+	bookOnce sync.Once
+	book     *revealBook // super-seeding state, once complete
+}
+
+// revealBook returns the object's super-seeding book, made on first use.
+func (e *swarmEntry) revealBook() *revealBook {
+	e.bookOnce.Do(func() {
+		e.book = newRevealBook(int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength))
+	})
+	return e.book
 }
 
 func (e *swarmEntry) complete() bool      { return e.done.Load() }
@@ -110,13 +123,24 @@ func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
 		byIH:    map[metainfo.Hash]*swarmEntry{},
 		peerNam: map[string]string{},
 	}
-	cl, err := torrent.NewClient(s.clientConfig(c, ap))
+	network := "tcp4"
+	if ap.Addr().Is6() {
+		network = "tcp6"
+	}
+	ln, err := net.Listen(network, ap.String())
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("transfer: start swarm on %s: %w", c.ListenAddr, err)
 	}
-	cl.AddDialer(newBoundDialer(ap))
-	s.cl = cl
+	cl, err := torrent.NewClient(s.clientConfig(c, ap))
+	if err != nil {
+		ln.Close()
+		db.Close()
+		return nil, fmt.Errorf("transfer: start swarm on %s: %w", c.ListenAddr, err)
+	}
+	s.cl, s.ln = cl, ln
+	cl.AddListener(seedListener{Listener: ln, s: s})
+	cl.AddDialer(newBoundDialer(ap, s))
 	return s, nil
 }
 
@@ -137,8 +161,10 @@ func (s *Swarm) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	// The client first: its accept loop ends on the listener's error only
+	// once the client is closed (it retries otherwise).
 	errs := s.cl.Close()
-	errs = append(errs, s.db.Close())
+	errs = append(errs, s.ln.Close(), s.db.Close())
 	return errors.Join(errs...)
 }
 

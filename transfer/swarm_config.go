@@ -115,9 +115,9 @@ func (s *Swarm) clientConfig(c SwarmConfig, ap netip.AddrPort) *torrent.ClientCo
 	cc.DisableWebseeds = true
 	cc.NoDefaultPortForwarding = true
 	cc.DisableUTP = true // datacenter links: TCP only, one socket type to firewall
-	host := ap.Addr().String()
-	cc.ListenHost = func(string) string { return host }
-	cc.ListenPort = int(ap.Port())
+	// The TCP listener is the Swarm's own (see NewSwarm), so that every
+	// connection passes through super-seeding.
+	cc.DisableTCP = true
 	if ap.Addr().Is4() {
 		cc.DisableIPv6 = true
 	} else {
@@ -150,10 +150,11 @@ func (s *Swarm) clientConfig(c SwarmConfig, ap netip.AddrPort) *torrent.ClientCo
 type boundDialer struct {
 	network string
 	d       net.Dialer
+	s       *Swarm
 }
 
-func newBoundDialer(ap netip.AddrPort) boundDialer {
-	bd := boundDialer{network: "tcp4", d: net.Dialer{KeepAlive: -1}}
+func newBoundDialer(ap netip.AddrPort, s *Swarm) boundDialer {
+	bd := boundDialer{network: "tcp4", d: net.Dialer{KeepAlive: -1}, s: s}
 	if ap.Addr().Is6() {
 		bd.network = "tcp6"
 	}
@@ -164,7 +165,11 @@ func newBoundDialer(ap netip.AddrPort) boundDialer {
 }
 
 func (b boundDialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	return b.d.DialContext(ctx, b.network, addr)
+	c, err := b.d.DialContext(ctx, b.network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newSeedConn(c, b.s), nil
 }
 
 func (b boundDialer) DialerNetwork() string { return b.network }

@@ -103,6 +103,11 @@ func TestSwarmPlain(t *testing.T) {
 	if fromLeechers == 0 {
 		t.Fatal("no bytes moved between leechers")
 	}
+	// Super-seeding: the seeder shows each leecher the pieces fewest others
+	// have, so it sends about one copy (1.9 copies without it).
+	if fromSeeder > obj.Size*3/2 {
+		t.Fatalf("the seeder sent %.2f copies; super-seeding should keep it near 1", float64(fromSeeder)/float64(obj.Size))
+	}
 	// A finished leecher seeds: a late node fetches with only leechers as peers.
 	late := newTestSwarm(t, newStore(t), "127.0.1.20", nil)
 	st, err := late.Fetch(ctx, obj, mi, peers[1:], nil)

@@ -1,0 +1,123 @@
+package transfer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"testing"
+)
+
+func btHandshake(ih byte) []byte {
+	hs := append([]byte(nil), btProtocol...)
+	hs = append(hs, make([]byte, 8)...)
+	hs = append(hs, bytes.Repeat([]byte{ih}, 20)...)
+	return append(hs, bytes.Repeat([]byte{'p'}, 20)...)
+}
+
+func btMsg(id byte, payload []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(1+len(payload)))
+	return append(append(b, id), payload...)
+}
+
+// feedSplit feeds stream to a fresh cursor in random pieces and returns
+// what it passed on and the messages it collected.
+func feedSplit(t *testing.T, stream []byte, rng *rand.Rand, rewrite func([]byte) []byte) (out []byte, collected [][]byte, hs []byte) {
+	t.Helper()
+	var w wireCursor
+	ev := wireEvents{
+		emit:      func(b []byte) { out = append(out, b...) },
+		handshake: func(h []byte) { hs = append([]byte(nil), h...) },
+		collect:   func(id byte) bool { return id == btMsgHave || id == btMsgBitfield || id == btMsgHaveAll },
+		message: func(m []byte) []byte {
+			collected = append(collected, append([]byte(nil), m...))
+			return rewrite(m)
+		},
+	}
+	for b := stream; len(b) > 0; {
+		n := 1 + rng.IntN(min(len(b), 40))
+		w.feed(b[:n], ev)
+		b = b[n:]
+	}
+	return out, collected, hs
+}
+
+func TestWireCursorSplits(t *testing.T) {
+	piece := btMsg(7, append(make([]byte, 8), bytes.Repeat([]byte{9}, 300)...))
+	stream := btHandshake(0xab)
+	stream = append(stream, btMsg(20, []byte("d1:md6:ut_pexi1eee"))...)
+	stream = append(stream, btMsg(btMsgHaveAll, nil)...)
+	stream = append(stream, 0, 0, 0, 0) // keep-alive
+	stream = append(stream, btMsg(btMsgHave, []byte{0, 0, 0, 3})...)
+	stream = append(stream, piece...)
+	stream = append(stream, btMsg(btMsgBitfield, []byte{0xff, 0x80})...)
+	for seed := range uint64(50) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		out, got, hs := feedSplit(t, stream, rng, func(m []byte) []byte { return m })
+		if !bytes.Equal(out, stream) {
+			t.Fatalf("seed %d: pass-through changed the stream", seed)
+		}
+		if !bytes.Equal(hs, btHandshake(0xab)) {
+			t.Fatalf("seed %d: handshake %x", seed, hs)
+		}
+		if len(got) != 3 || got[0][4] != btMsgHaveAll || got[1][4] != btMsgHave || got[2][4] != btMsgBitfield {
+			t.Fatalf("seed %d: collected %x", seed, got)
+		}
+		// Rewriting replaces exactly the collected messages.
+		out, _, _ = feedSplit(t, stream, rng, func(m []byte) []byte {
+			if m[4] == btMsgHaveAll {
+				return btMsg(btMsgHaveNone, nil)
+			}
+			return m
+		})
+		want := bytes.Replace(stream, btMsg(btMsgHaveAll, nil), btMsg(btMsgHaveNone, nil), 1)
+		if !bytes.Equal(out, want) {
+			t.Fatalf("seed %d: rewritten stream differs", seed)
+		}
+	}
+}
+
+func TestWireCursorForeignStream(t *testing.T) {
+	stream := append([]byte("\x13BitTorrent protocoX"), bytes.Repeat([]byte{1}, 100)...)
+	var w wireCursor
+	var out []byte
+	w.feed(stream, wireEvents{emit: func(b []byte) { out = append(out, b...) }})
+	if !w.broken || !bytes.Equal(out, stream) {
+		t.Fatalf("broken=%v, passed %d of %d bytes", w.broken, len(out), len(stream))
+	}
+}
+
+func TestRevealBookPicksRarest(t *testing.T) {
+	b := newRevealBook(6)
+	b.copies = []int32{2, 0, 1, 0, 3, 1}
+	has := []bool{false, false, false, true, false, false}
+	shown := make([]bool, 6)
+	if i := b.pick(has, shown, 0); i != 1 {
+		t.Fatalf("first pick %d, want 1 (no copies; piece 3 is had)", i)
+	}
+	shown[1] = true
+	if i := b.pick(has, shown, 4); i != 5 {
+		t.Fatalf("second pick from 4: %d, want 5 (one copy, first after 4)", i)
+	}
+	for i := range has {
+		has[i] = true
+	}
+	if i := b.pick(has, shown, 0); i != -1 {
+		t.Fatalf("pick with nothing missing: %d", i)
+	}
+}
+
+// FuzzWireCursor: any byte stream, split anywhere, passes through a cursor
+// unchanged when nothing is rewritten, and never panics it.
+func FuzzWireCursor(f *testing.F) {
+	f.Add(append(btHandshake(1), btMsg(btMsgBitfield, []byte{0xf0})...), uint64(1))
+	f.Add([]byte("\x13BitTorrent protocol"), uint64(2))
+	f.Add(append(btHandshake(2), 0xff, 0xff, 0xff, 0xff, 5, 1), uint64(3))
+	f.Fuzz(func(t *testing.T, stream []byte, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		out, _, _ := feedSplit(t, stream, rng, func(m []byte) []byte { return m })
+		// A message still being collected at the end is held back.
+		if !bytes.HasPrefix(stream, out) {
+			t.Fatalf("output is not a prefix of the input")
+		}
+	})
+}
