@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -84,9 +85,13 @@ func BenchmarkPushNetns(b *testing.B) {
 		run := f.startPush(ctx, 0, model.Targets{Hosts: hosts}, model.PushSpec{File: *obj, Dest: "/srv/dst/" + file, Mkdir: true, NoSwarm: noSwarm})
 		v := f.waitRun(ctx, 0, run.ID, "")
 		wall := time.Since(start)
-		var fromOrigin int64
+		var fromOrigin, wasted int64
 		var failed []string
+		var done []time.Duration // per host: push start → host finished
 		for _, h := range v.Hosts {
+			if h.Finished != nil {
+				done = append(done, h.Finished.Sub(start))
+			}
 			if h.Status != model.HostSuccess || h.Transfer == nil || h.Transfer.MD5 != obj.MD5 {
 				// Reported in the table rather than fatal: the other
 				// methods' figures still count.
@@ -94,6 +99,7 @@ func BenchmarkPushNetns(b *testing.B) {
 				continue
 			}
 			fromOrigin += h.Transfer.FromOrigin
+			wasted += h.Transfer.Wasted
 		}
 		// Free the disk: the stores keep their copy, DEST is not needed.
 		for i := 1; i <= len(hosts); i++ {
@@ -101,12 +107,20 @@ func BenchmarkPushNetns(b *testing.B) {
 		}
 		row := pushBenchRow{name: name, hosts: len(hosts), size: sz, measured: wall, server: serverSide(v), load: loadAvg(),
 			note: fmt.Sprintf("origin sent %.1f copies", float64(fromOrigin)/float64(sz))}
+		if wasted > 0 {
+			row.note += fmt.Sprintf(", %.1f copies wasted", float64(wasted)/float64(sz))
+		}
 		if len(failed) > 0 {
 			row.note += fmt.Sprintf("; %d of %d hosts FAILED", len(failed), len(hosts))
 			b.Errorf("%s: %d hosts failed:\n%s", name, len(failed), strings.Join(failed, "\n"))
 		}
-		fmt.Printf("%s: %d hosts x %s in %s (server-side %s, load %s); %s\n", name, len(hosts), fmtMB(sz), fmtSec(wall),
-			fmtSec(row.server), row.load, row.note)
+		slices.Sort(done)
+		spread := ""
+		if len(done) > 0 {
+			spread = fmt.Sprintf("; hosts done after first %s, median %s, last %s", fmtSec(done[0]), fmtSec(done[len(done)/2]), fmtSec(done[len(done)-1]))
+		}
+		fmt.Printf("%s: %d hosts x %s in %s (server-side %s, load %s); %s%s\n", name, len(hosts), fmtMB(sz), fmtSec(wall),
+			fmtSec(row.server), row.load, row.note, spread)
 		return row
 	}
 

@@ -273,7 +273,7 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	h.Write([]byte(obj.SHA256 + "\x00" + t.Host))
 	start := float64(h.Sum64()%1000) / 1000
 	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) }, transfer.StartAt(start))
-	stats.Bytes, stats.Resumed = fs.Bytes, fs.Resumed
+	stats.Bytes, stats.Resumed, stats.Wasted = fs.Bytes, fs.Resumed, fs.Wasted
 	stats.FromNode, stats.ByIDC = map[string]int64{}, map[string]int64{}
 	cancel() // stop the refresher before reading idcOf
 	if err == nil {

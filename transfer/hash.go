@@ -163,16 +163,6 @@ func hashStream(ctx context.Context, r io.Reader, w io.Writer, pieceLen, total i
 	}, nil
 }
 
-// hashWhole returns the SHA-256 and MD5 (hex) of r, read once, with the two
-// hashes in parallel. It is the final check on a fetched object.
-func hashWhole(ctx context.Context, r io.Reader) (sha, md string, n int64, err error) {
-	d, err := hashStream(ctx, r, nil, 0, -1, nil)
-	if err != nil {
-		return "", "", 0, err
-	}
-	return d.SHA256, d.MD5, d.Size, nil
-}
-
 // ValidSHA256 reports whether s is a SHA-256 in the store's spelling: 64
 // lowercase hex digits. Every path built from a hash goes through it.
 func ValidSHA256(s string) bool {

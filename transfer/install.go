@@ -251,18 +251,16 @@ func Install(ctx context.Context, src, dest string, opt InstallOptions) (err err
 			os.Remove(tmpName)
 		}
 	}()
-	var r io.Reader = ctxReader{ctx, in}
-	sum := md5.New()
 	if opt.MD5 != "" {
-		r = io.TeeReader(r, sum)
-	}
-	if _, err = io.Copy(tmp, r); err != nil {
-		return installErr(err, dest, size, free, "write")
-	}
-	if opt.MD5 != "" {
+		sum := md5.New()
+		if _, err = io.Copy(tmp, io.TeeReader(ctxReader{ctx, in}, sum)); err != nil {
+			return installErr(err, dest, size, free, "write")
+		}
 		if got := hex.EncodeToString(sum.Sum(nil)); got != strings.ToLower(opt.MD5) {
 			return fmt.Errorf("transfer: install %s: %w: the stored copy has md5 %s, want %s", dest, ErrDigestMismatch, got, opt.MD5)
 		}
+	} else if err = copyFile(ctx, tmp, in); err != nil {
+		return installErr(err, dest, size, free, "write")
 	}
 	if err = tmp.Sync(); err != nil {
 		return installErr(err, dest, size, free, "sync")
@@ -354,6 +352,24 @@ func unixMode(m os.FileMode) uint32 {
 }
 
 // ctxReader stops a copy when ctx is done.
+// copyFile copies src to dst in the kernel (copy_file_range: no pass
+// through user memory), a chunk at a time so that ctx can stop it.
+func copyFile(ctx context.Context, dst, src *os.File) error {
+	const chunk = 16 << 20
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := dst.ReadFrom(io.LimitReader(src, chunk))
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader

@@ -94,7 +94,7 @@ func TestSwarmPlain(t *testing.T) {
 				fromLeechers += b
 			}
 		}
-		t.Logf("leecher%d: %d bytes in %s from %v", i, stats[i].Bytes, stats[i].Duration.Round(time.Millisecond), stats[i].FromPeer)
+		t.Logf("leecher%d: %d bytes (%d wasted) in %s from %v", i, stats[i].Bytes, stats[i].Wasted, stats[i].Duration.Round(time.Millisecond), stats[i].FromPeer)
 		if _, err := os.Stat(filepath.Join(l.store.partialDir(), obj.SHA256)); !os.IsNotExist(err) {
 			t.Errorf("leecher%d: partial dir left: %v", i, err)
 		}

@@ -55,6 +55,7 @@ type TransferStats struct {
 	FromOrigin  int64            `json:"from_origin"`         // of them, from an origin
 	FromPeers   int64            `json:"from_peers"`          // of them, from other hosts
 	Resumed     int64            `json:"resumed,omitempty"`   // verified bytes kept from before a restart
+	Wasted      int64            `json:"wasted,omitempty"`    // received twice or failing verification, discarded
 	ByIDC       map[string]int64 `json:"by_idc,omitempty"`    // received bytes by the sender's IDC
 	FromNode    map[string]int64 `json:"from_node,omitempty"` // received bytes by sender
 	MD5         string           `json:"md5"`                 // of the installed file
