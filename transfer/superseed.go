@@ -28,10 +28,11 @@ import (
 // fetcher announces its pieces as they verify, as usual.
 
 // revealAhead is how many revealed pieces a peer may be missing at once.
-// Two keep a peer busy with the seeder (the next piece is known while the
-// current one arrives) without letting it queue many of the seeder's
-// scarce pieces.
-const revealAhead = 2
+// The seeder's upload is split between the pieces in flight, and nobody
+// can pass a piece on before it is whole: with one each, 20 peers get
+// their first piece after 20 pieces' time (two each took twice that, and a
+// 200 MB push to 20 hosts 37 s instead of 33 s).
+const revealAhead = 1
 
 // BitTorrent wire constants (BEP 3, BEP 6).
 const (
