@@ -77,7 +77,11 @@ type memberTable struct {
 
 	mu      sync.RWMutex
 	entries map[string]*entry
-	frozen  bool // after Shutdown: late memberlist callbacks are ignored
+	// sorted holds the entries in name order, so that listing the members
+	// (Members, several times a second by several parts of a node) copies
+	// them without sorting a thousand large structs each time.
+	sorted []*entry
+	frozen bool // after Shutdown: late memberlist callbacks are ignored
 
 	live atomic.Int64 // present members that are alive or suspect
 }
@@ -123,6 +127,8 @@ func (t *memberTable) getLocked(name string) *entry {
 	if !ok {
 		e = &entry{m: Member{Name: name}}
 		t.entries[name] = e
+		i, _ := slices.BinarySearchFunc(t.sorted, name, func(x *entry, n string) int { return strings.Compare(x.m.Name, n) })
+		t.sorted = slices.Insert(t.sorted, i, e)
 	}
 	return e
 }
@@ -304,15 +310,26 @@ func (t *memberTable) othersLive() bool {
 
 func (t *memberTable) members() []Member {
 	t.mu.RLock()
-	out := make([]Member, 0, len(t.entries))
-	for _, e := range t.entries {
+	defer t.mu.RUnlock()
+	out := make([]Member, 0, len(t.sorted))
+	for _, e := range t.sorted {
 		if e.present {
 			out = append(out, e.m)
 		}
 	}
-	t.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// rangeMembers calls fn for each listed member in name order, under the
+// read lock, until fn returns false.
+func (t *memberTable) rangeMembers(fn func(*Member) bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, e := range t.sorted {
+		if e.present && !fn(&e.m) {
+			return
+		}
+	}
 }
 
 func (t *memberTable) member(name string) (Member, bool) {
@@ -365,6 +382,7 @@ func (t *memberTable) prune(ttl time.Duration) {
 			delete(t.entries, name)
 		}
 	}
+	t.sorted = slices.DeleteFunc(t.sorted, func(e *entry) bool { return t.entries[e.m.Name] != e })
 }
 
 // freeze makes the table ignore memberlist callbacks that fire after
