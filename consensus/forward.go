@@ -247,21 +247,24 @@ func (s *Server) leaderMember() (mesh.Member, error) {
 
 // controlMembers lists alive members of this IDC's control group, the
 // leader first, then voters, then non-voters.
+// It ranges over the pool rather than copying it: a few control members
+// among thousands of nodes.
 func (s *Server) controlMembers() []mesh.Member {
 	var leader, voters, nonvoters []mesh.Member
-	for _, m := range s.cfg.LAN.Members() {
-		if !alive(m) {
-			continue
+	s.cfg.LAN.RangeMembers(func(m *mesh.Member) bool {
+		if !isLive(m.Status) {
+			return true
 		}
 		switch {
 		case slices.Contains(m.Meta.Roles, RoleLeader):
-			leader = append(leader, m)
+			leader = append(leader, *m)
 		case slices.Contains(m.Meta.Roles, RoleVoter):
-			voters = append(voters, m)
+			voters = append(voters, *m)
 		case slices.Contains(m.Meta.Roles, RoleNonvoter):
-			nonvoters = append(nonvoters, m)
+			nonvoters = append(nonvoters, *m)
 		}
-	}
+		return true
+	})
 	return append(append(leader, voters...), nonvoters...)
 }
 
