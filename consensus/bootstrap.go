@@ -50,6 +50,7 @@ type bootstrapper struct {
 	done      []bootstrapServer // the set this node bootstrapped with
 	running   bool
 	lastRound time.Time
+	groupSeen time.Time // when a group was last seen to exist (run loop only)
 }
 
 // observe records the current candidate set and returns since when it has
@@ -223,7 +224,15 @@ func setNames(set []bootstrapServer) string {
 // bootstrapStep advances bootstrap by one reconcile (run loop only).
 func (g *Group) bootstrapStep(now time.Time) {
 	k, idc := g.cfg.ControlSize, g.cfg.IDC
+	// A plain node of an IDC whose group exists has nothing to do here but
+	// notice when that changes, and each look scans the whole pool, on
+	// every node of the IDC: it looks again only every AutopilotInterval.
+	if g.boot.activePromise(now) == nil && now.Sub(g.boot.groupSeen) < g.cfg.AutopilotInterval {
+		return
+	}
+	g.boot.groupSeen = time.Time{}
 	if controls := g.otherControls(); len(controls) > 0 {
+		g.boot.groupSeen = now
 		// A group exists. A candidate whose fellow candidates bootstrapped
 		// without it opens raft to be reached; anyone else waits to be
 		// invited.
