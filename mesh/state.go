@@ -81,6 +81,10 @@ type memberTable struct {
 	// (Members, several times a second by several parts of a node) copies
 	// them without sorting a thousand large structs each time.
 	sorted []*entry
+	// byID indexes entries by Meta.ID: the connection gater looks a peer
+	// up on every connection and every inbound stream. Usually one entry
+	// per ID; a renamed node's old record shares it until pruned.
+	byID   map[string][]*entry
 	frozen bool // after Shutdown: late memberlist callbacks are ignored
 
 	live atomic.Int64 // present members that are alive or suspect
@@ -93,6 +97,7 @@ func newMemberTable(self string, events *eventHub, log *slog.Logger) *memberTabl
 		log:     log,
 		now:     time.Now,
 		entries: make(map[string]*entry),
+		byID:    make(map[string][]*entry),
 	}
 }
 
@@ -146,7 +151,26 @@ func (t *memberTable) decodeMetaLocked(e *entry, raw []byte) {
 		t.log.Warn("ignoring unreadable node meta", "node", e.m.Name, "err", err)
 		return
 	}
+	if meta.ID != e.m.Meta.ID {
+		t.unindexLocked(e)
+		if meta.ID != "" {
+			t.byID[meta.ID] = append(t.byID[meta.ID], e)
+		}
+	}
 	e.m.Meta = meta
+}
+
+// unindexLocked removes e from byID under its current Meta.ID.
+func (t *memberTable) unindexLocked(e *entry) {
+	id := e.m.Meta.ID
+	if id == "" {
+		return
+	}
+	if rest := slices.DeleteFunc(t.byID[id], func(x *entry) bool { return x == e }); len(rest) > 0 {
+		t.byID[id] = rest
+	} else {
+		delete(t.byID, id)
+	}
 }
 
 // nodeJoined records memberlist's NotifyJoin.
@@ -351,8 +375,8 @@ func (t *memberTable) memberByPeerID(id string) (Member, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var found *entry
-	for _, e := range t.entries {
-		if !e.present || e.m.Meta.ID != id {
+	for _, e := range t.byID[id] {
+		if !e.present {
 			continue
 		}
 		if found == nil || isLive(e.m.Status) && !isLive(found.m.Status) ||
@@ -380,6 +404,7 @@ func (t *memberTable) prune(ttl time.Duration) {
 		stray := !e.present && e.touched.Before(cutoff)
 		if gone || stray {
 			delete(t.entries, name)
+			t.unindexLocked(e)
 		}
 	}
 	t.sorted = slices.DeleteFunc(t.sorted, func(e *entry) bool { return t.entries[e.m.Name] != e })
