@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/herd-io/herd/mesh"
 	"github.com/herd-io/herd/mesh/p2p"
 )
 
@@ -49,6 +50,7 @@ type bootstrapper struct {
 	done      []bootstrapServer // the set this node bootstrapped with
 	running   bool
 	lastRound time.Time
+	groupSeen time.Time // when a group was last seen to exist (run loop only)
 }
 
 // observe records the current candidate set and returns since when it has
@@ -164,18 +166,36 @@ func chooseBootstrapSet(alive []bootstrapServer, k int) []bootstrapServer {
 // idcView returns the live members of the IDC that can run raft, and the
 // names of other live members advertising a control role.
 func (g *Group) idcView() (alive []bootstrapServer, controls []string) {
-	for _, mem := range g.cfg.Mesh.Members() {
-		if !isLive(mem.Status) || mem.Meta.IDC != g.cfg.IDC {
-			continue
-		}
-		if mem.Name != g.cfg.Name && slices.ContainsFunc(mem.Meta.Roles, func(r string) bool { return slices.Contains(controlRoles, r) }) {
-			controls = append(controls, mem.Name)
-		}
+	g.scanIDC(func(mem *mesh.Member) {
 		if mem.Meta.ID != "" {
 			alive = append(alive, bootstrapServer{Name: mem.Name, PeerID: mem.Meta.ID, Zone: mem.Meta.Zone})
 		}
-	}
+	}, &controls)
 	return alive, controls
+}
+
+// otherControls returns the names of other live members of the IDC
+// advertising a control role: all that bootstrapStep needs once a group
+// exists, which is what every plain node sees on every tick.
+func (g *Group) otherControls() (controls []string) {
+	g.scanIDC(func(*mesh.Member) {}, &controls)
+	return controls
+}
+
+// scanIDC calls fn with each live member of the IDC and appends the other
+// ones advertising a control role to controls. It ranges over the pool
+// rather than copying it: every node's group loop scans on each tick.
+func (g *Group) scanIDC(fn func(*mesh.Member), controls *[]string) {
+	g.cfg.Mesh.RangeMembers(func(mem *mesh.Member) bool {
+		if !isLive(mem.Status) || mem.Meta.IDC != g.cfg.IDC {
+			return true
+		}
+		if mem.Name != g.cfg.Name && slices.ContainsFunc(mem.Meta.Roles, func(r string) bool { return slices.Contains(controlRoles, r) }) {
+			*controls = append(*controls, mem.Name)
+		}
+		fn(mem)
+		return true
+	})
 }
 
 // inSet reports whether the node name is in set.
@@ -204,8 +224,15 @@ func setNames(set []bootstrapServer) string {
 // bootstrapStep advances bootstrap by one reconcile (run loop only).
 func (g *Group) bootstrapStep(now time.Time) {
 	k, idc := g.cfg.ControlSize, g.cfg.IDC
-	alive, controls := g.idcView()
-	if len(controls) > 0 {
+	// A plain node of an IDC whose group exists has nothing to do here but
+	// notice when that changes, and each look scans the whole pool, on
+	// every node of the IDC: it looks again only every AutopilotInterval.
+	if g.boot.activePromise(now) == nil && now.Sub(g.boot.groupSeen) < g.cfg.AutopilotInterval {
+		return
+	}
+	g.boot.groupSeen = time.Time{}
+	if controls := g.otherControls(); len(controls) > 0 {
+		g.boot.groupSeen = now
 		// A group exists. A candidate whose fellow candidates bootstrapped
 		// without it opens raft to be reached; anyone else waits to be
 		// invited.
@@ -220,6 +247,10 @@ func (g *Group) bootstrapStep(now time.Time) {
 		g.boot.forget()
 		g.setWaiting(fmt.Sprintf("waiting to join the mesh before bootstrapping the control group of IDC %s", idc))
 		return
+	}
+	alive, controls := g.idcView()
+	if len(controls) > 0 {
+		return // a group formed since the check above: the next tick sees it
 	}
 	if len(alive) < k {
 		g.boot.forget()

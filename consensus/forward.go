@@ -222,16 +222,29 @@ func (s *Server) noQuorumError(last error) error {
 // leaderMember finds where to send this IDC's leader-only requests: raft's
 // own knowledge on members, else the "leader" role in gossip metadata,
 // passing over leaders whose last call failed; failing those, a voter,
-// which relays to the leader its raft knows (one hop).
+// which relays to the leader its raft knows (one hop). A suspect is passed
+// over only for another candidate: with none (a group of one), it is the
+// only way to a leader, and a call that timed out on a busy leader must
+// not cost every caller suspectFor of "no known leader".
 func (s *Server) leaderMember() (mesh.Member, error) {
-	if name := s.group.LeaderName(); name != "" && !s.suspects.suspect(name) {
+	var suspect *mesh.Member
+	if name := s.group.LeaderName(); name != "" {
 		if m, ok := s.cfg.LAN.Member(name); ok && alive(m) {
-			return m, nil
+			if !s.suspects.suspect(name) {
+				return m, nil
+			}
+			suspect = &m
 		}
 	}
 	var fallback []mesh.Member
 	for _, m := range s.controlMembers() {
-		if s.suspects.suspect(m.Name) || m.Name == s.cfg.Name {
+		if m.Name == s.cfg.Name {
+			continue
+		}
+		if s.suspects.suspect(m.Name) {
+			if suspect == nil {
+				suspect = &m
+			}
 			continue
 		}
 		if slices.Contains(m.Meta.Roles, RoleLeader) {
@@ -239,29 +252,35 @@ func (s *Server) leaderMember() (mesh.Member, error) {
 		}
 		fallback = append(fallback, m)
 	}
-	if len(fallback) > 0 {
+	switch {
+	case len(fallback) > 0:
 		return fallback[0], nil
+	case suspect != nil:
+		return *suspect, nil
 	}
 	return mesh.Member{}, unavailablef("no known leader in IDC %s", s.cfg.IDC)
 }
 
 // controlMembers lists alive members of this IDC's control group, the
 // leader first, then voters, then non-voters.
+// It ranges over the pool rather than copying it: a few control members
+// among thousands of nodes.
 func (s *Server) controlMembers() []mesh.Member {
 	var leader, voters, nonvoters []mesh.Member
-	for _, m := range s.cfg.LAN.Members() {
-		if !alive(m) {
-			continue
+	s.cfg.LAN.RangeMembers(func(m *mesh.Member) bool {
+		if !isLive(m.Status) {
+			return true
 		}
 		switch {
 		case slices.Contains(m.Meta.Roles, RoleLeader):
-			leader = append(leader, m)
+			leader = append(leader, *m)
 		case slices.Contains(m.Meta.Roles, RoleVoter):
-			voters = append(voters, m)
+			voters = append(voters, *m)
 		case slices.Contains(m.Meta.Roles, RoleNonvoter):
-			nonvoters = append(nonvoters, m)
+			nonvoters = append(nonvoters, *m)
 		}
-	}
+		return true
+	})
 	return append(append(leader, voters...), nonvoters...)
 }
 

@@ -489,13 +489,17 @@ func (g *Group) orphaned(m *member, now time.Time) string {
 }
 
 // gossipLeader returns the name of a live member advertising RoleLeader.
-func (g *Group) gossipLeader() string {
-	for _, mem := range g.cfg.Mesh.Members() {
+// Every call to the leader from a node outside the group asks, so it
+// ranges over the pool rather than copying it.
+func (g *Group) gossipLeader() (name string) {
+	g.cfg.Mesh.RangeMembers(func(mem *mesh.Member) bool {
 		if isLive(mem.Status) && slices.Contains(mem.Meta.Roles, RoleLeader) {
-			return mem.Name
+			name = mem.Name
+			return false
 		}
-	}
-	return ""
+		return true
+	})
+	return name
 }
 
 // latestConfiguration returns raft's latest (possibly uncommitted)

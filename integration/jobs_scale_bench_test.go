@@ -3,10 +3,17 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math"
+	"net/http"
+	_ "net/http/pprof" // HERD_FANOUT_PPROF
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +39,7 @@ import (
 // knows the leader from its join's push/pull.
 func BenchmarkFanoutInProcess(b *testing.B) {
 	raiseFileLimit(b)
+	servePprof(b)
 	sizes := []int{100, 1000}
 	if v := os.Getenv("HERD_FANOUT_NODES"); v != "" { // e.g. "1000" or "100,300"
 		sizes = nil
@@ -58,6 +66,22 @@ func BenchmarkFanoutInProcess(b *testing.B) {
 			f.c.Close()
 		}
 	}
+}
+
+// servePprof serves net/http/pprof on $HERD_FANOUT_PPROF (e.g.
+// 127.0.0.1:6060), with block and mutex sampling on, so a run that stalls
+// can be looked into (goroutine dumps, profiles) while it waits.
+func servePprof(b *testing.B) {
+	addr := os.Getenv("HERD_FANOUT_PPROF")
+	if addr == "" {
+		return
+	}
+	runtime.SetBlockProfileRate(int(time.Millisecond))
+	runtime.SetMutexProfileFraction(100)
+	srv := &http.Server{Addr: addr}
+	go func() { _ = srv.ListenAndServe() }()
+	b.Cleanup(func() { _ = srv.Close() })
+	b.Logf("pprof on http://%s/debug/pprof/", addr)
 }
 
 // parentScoped is a sub-benchmark's TB whose cleanups and temporary
@@ -98,6 +122,86 @@ func fanoutGossip(n int) func(*mesh.Config) {
 	return cluster.ScaleGossip
 }
 
+// progress logs, every 30s until stop is called, how many nodes the
+// leader sees alive, its connections, how many nodes do not yet see it as
+// a signer, and the latest two runs' counts and most frequent errors:
+// what a slow start or a stalled run is waiting for.
+func progress(ctx context.Context, t testing.TB, c *cluster.Cluster, n int, since time.Time) (stop func()) {
+	tick := time.NewTicker(30 * time.Second)
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			alive, others := 0, map[string]string{}
+			for _, m := range c.Agents[0].Mesh().Members() {
+				if m.Status == mesh.StatusAlive {
+					alive++
+				} else if len(others) < 8 {
+					others[m.Name] = string(m.Status)
+				}
+			}
+			// The latest two runs: a warm-up run that is retried shows why
+			// its predecessor failed.
+			runs := ""
+			if l, err := c.Agents[0].Jobs().ListRuns(ctx, "", "", 2); err == nil {
+				for _, r := range l.Runs {
+					runs += fmt.Sprintf("; run %s %s %v%s", r.ID, r.Status, r.Counts, hostErrors(ctx, c, r.ID))
+				}
+			}
+			conns := len(c.Agents[0].Host().Libp2p().Network().Conns())
+			// Agents execute only what a node they see as a control
+			// member signed.
+			leader := c.Agents[0].Name()
+			var blind []string
+			for _, a := range c.Agents {
+				m, ok := a.Mesh().Member(leader)
+				if !ok || !slices.Contains(m.Meta.Roles, consensus.RoleLeader) && !slices.Contains(m.Meta.Roles, consensus.RoleVoter) {
+					blind = append(blind, a.Name())
+				}
+			}
+			t.Logf("%s: leader sees %d of %d alive, has %d connections; not alive: %v; %d nodes do not see %s as a signer %v%s",
+				time.Since(since).Round(time.Second), alive, n, conns, others, len(blind), leader, blind[:min(len(blind), 8)], runs)
+		}
+	}()
+	return func() {
+		tick.Stop()
+		close(done)
+		<-exited
+	}
+}
+
+// hostErrors summarises the errors of run id's hosts, node names left
+// out, most frequent first: why hosts of a stalled run did not succeed.
+func hostErrors(ctx context.Context, c *cluster.Cluster, id string) string {
+	v, _, err := c.Agents[0].Jobs().GetRun(ctx, "", id, true, consensus.QueryOptions{})
+	if err != nil {
+		return ""
+	}
+	counts := map[string]int{}
+	for _, h := range v.Hosts {
+		if h.Error != "" {
+			counts[nodeName.ReplaceAllString(h.Error, "nodeN")]++
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b string) int { return counts[b] - counts[a] })
+	var out strings.Builder
+	for i, k := range keys {
+		if i == 3 {
+			break
+		}
+		fmt.Fprintf(&out, "; %d× %q", counts[k], k)
+	}
+	return out.String()
+}
+
+var nodeName = regexp.MustCompile(`node[0-9]+`)
+
 // fanoutFleet is a warm in-process fleet for the fan-out benchmark.
 type fanoutFleet struct {
 	c   *cluster.Cluster
@@ -122,9 +226,13 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 		Configure: func(_ int, cfg *node.Config) {
 			cfg.HealthInterval = time.Minute
 			// Shipped raft timings, and every node's group loop (which
-			// scans the whole member list) at a slow pace: a thousand of
-			// them share two cores here, where each has its own host in
-			// a fleet.
+			// scans the whole member list once a group exists, every
+			// AutopilotInterval) at a slow pace: a thousand of them share
+			// two cores here, where each has its own host in a fleet.
+			// node1 bootstraps at once, so the nodes that join it learn
+			// its role from their join's push/pull: by gossip, a role
+			// takes minutes to reach the last of 1,000 quiet nodes, and
+			// agents refuse tasks from a signer they do not see lead.
 			cfg.TuneControl = func(g *consensus.GroupConfig) {
 				g.BootstrapStable = 300 * time.Millisecond
 				g.AutopilotInterval = 5 * time.Second
@@ -134,32 +242,7 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 	t.Logf("%d nodes started in %s", n, time.Since(setup).Round(time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	t.Cleanup(cancel)
-	progress := time.NewTicker(30 * time.Second)
-	stop := make(chan struct{})
-	defer func() { progress.Stop(); close(stop) }()
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-progress.C:
-			}
-			alive, others := 0, map[string]string{}
-			for _, m := range c.Agents[0].Mesh().Members() {
-				if m.Status == mesh.StatusAlive {
-					alive++
-				} else if len(others) < 8 {
-					others[m.Name] = string(m.Status)
-				}
-			}
-			runs := ""
-			if l, err := c.Agents[0].Jobs().ListRuns(ctx, "", "", 1); err == nil && len(l.Runs) > 0 {
-				r := l.Runs[0]
-				runs = fmt.Sprintf("; latest run %s %s %v", r.ID, r.Status, r.Counts)
-			}
-			t.Logf("%s: leader sees %d of %d alive; not alive: %v%s", time.Since(setup).Round(time.Second), alive, n, others, runs)
-		}
-	}()
+	defer progress(ctx, t, c, n, setup)()
 	// Every node should be seen alive; at 1,000 on two cores a few late
 	// joiners can take many minutes, so after a while 99% will do, and
 	// the runs target (and the report counts) exactly the hosts seen.
@@ -184,6 +267,7 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 		t.Fatalf("warm-up: %v", err)
 	}
 	t.Logf("%d nodes up and warm in %s", n, time.Since(setup).Round(time.Second))
+	t.Logf("idle fleet: %s", idleLoad())
 	return &fanoutFleet{c: c, n: n, ctx: ctx}
 }
 
@@ -205,12 +289,15 @@ func benchFanout(b *testing.B, f *fanoutFleet) {
 		}()
 	}
 	var wall, server, lastStart, lastExec, commitTail time.Duration
+	defer progress(f.ctx, b, f.c, f.n, time.Now())()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		sched, cpu0 := schedLatencies(), cpuTime()
 		v, d, err := fanout(f.ctx, f.c, fanoutVia, "hostname")
 		if err != nil {
 			b.Fatal(err)
 		}
+		sched, cpu := schedLatencies().since(sched), cpuTime()-cpu0
 		if err := allSucceeded(v, f.n); err != nil {
 			b.Fatal(err)
 		}
@@ -223,6 +310,7 @@ func benchFanout(b *testing.B, f *fanoutFleet) {
 		wall += d
 		server += v.Run.Finished.Sub(v.Run.Created)
 		ph := phasesOf(v)
+		b.Logf("run %d of %d: %s, %.1f CPU-s; %s; goroutines waited to run %s", i+1, b.N, d.Round(time.Millisecond), cpu.Seconds(), spread(v), sched)
 		lastStart += ph.lastStart
 		lastExec += ph.lastExec
 		commitTail += ph.commitTail
@@ -303,6 +391,96 @@ func phasesOf(v *model.RunView) phases {
 		p.commitTail = v.Run.Finished.Sub(lastFinish)
 	}
 	return p
+}
+
+// spread gives the percentiles of when hosts started and finished
+// (after the run's creation) and how long their scripts took: where a
+// run's time went, host by host.
+func spread(v *model.RunView) string {
+	var start, end, exec []time.Duration
+	for _, h := range v.Hosts {
+		if h.Started == nil || h.Finished == nil {
+			continue
+		}
+		start = append(start, h.Started.Sub(v.Run.Created))
+		end = append(end, h.Finished.Sub(v.Run.Created))
+		exec = append(exec, h.Finished.Sub(*h.Started))
+	}
+	pct := func(name string, ds []time.Duration) string {
+		if len(ds) == 0 {
+			return name + " -"
+		}
+		slices.Sort(ds)
+		at := func(p int) time.Duration { return ds[(len(ds)-1)*p/100].Round(time.Millisecond) }
+		return fmt.Sprintf("%s p10 %s p50 %s p90 %s max %s", name, at(10), at(50), at(90), at(100))
+	}
+	return pct("started", start) + "; finished " + pct("", end)[1:] + "; script " + pct("", exec)[1:]
+}
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idleLoad measures, over a few seconds with no run, what the fleet costs
+// on its own (gossip, timers, the control group): the floor every run
+// shares the two cores with.
+func idleLoad() string {
+	const window = 5 * time.Second
+	sched, cpu0, start := schedLatencies(), cpuTime(), time.Now()
+	time.Sleep(window) // a measurement window, not a wait for anything
+	cpu := cpuTime() - cpu0
+	return fmt.Sprintf("%.0f%% of one core; goroutines waited to run %s",
+		100*cpu.Seconds()/time.Since(start).Seconds(), schedLatencies().since(sched))
+}
+
+// histogram is the runtime's histogram of how long runnable goroutines
+// waited for a CPU: in a fleet sharing two cores, the latency every
+// message and timer pays on top of its own work.
+type histogram struct{ *metrics.Float64Histogram }
+
+func schedLatencies() histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	return histogram{s[0].Value.Float64Histogram()}
+}
+
+// since returns the waits counted after earlier was read.
+func (h histogram) since(earlier histogram) histogram {
+	out := &metrics.Float64Histogram{Buckets: h.Buckets, Counts: slices.Clone(h.Counts)}
+	for i := range out.Counts {
+		out.Counts[i] -= earlier.Counts[i]
+	}
+	return histogram{out}
+}
+
+func (h histogram) String() string {
+	var total uint64
+	for _, c := range h.Counts {
+		total += c
+	}
+	if total == 0 {
+		return "-"
+	}
+	at := func(q float64) time.Duration {
+		var n uint64
+		for i, c := range h.Counts {
+			n += c
+			if float64(n) >= q*float64(total) {
+				upper := h.Buckets[i+1]
+				if math.IsInf(upper, 1) {
+					upper = h.Buckets[i]
+				}
+				return time.Duration(upper * float64(time.Second)).Round(time.Microsecond)
+			}
+		}
+		return 0
+	}
+	return fmt.Sprintf("p50 %s p90 %s p99 %s (%d waits)", at(0.5), at(0.9), at(0.99), total)
 }
 
 // allSucceeded checks that a finished run targeted n hosts and every one

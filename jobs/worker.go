@@ -82,7 +82,11 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // runID\x00host → cancel of the task
-	pullNow chan struct{}
+	// reporting holds the tasks whose result a report loop is sending:
+	// the leader re-delivers a task whose ack it has not committed yet,
+	// and each such delivery must not start one more loop.
+	reporting map[string]bool
+	pullNow   chan struct{}
 }
 
 // NewWorker opens the task store and builds the executors.
@@ -109,14 +113,15 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		return nil, fmt.Errorf("jobs worker: %w", err)
 	}
 	w := &Worker{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "jobs-worker"),
-		store:   store,
-		exec:    ex,
-		running: map[string]context.CancelFunc{},
-		pullNow: make(chan struct{}, 1),
-		content: cfg.Content,
-		swarm:   cfg.Swarm,
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "jobs-worker"),
+		store:     store,
+		exec:      ex,
+		running:   map[string]context.CancelFunc{},
+		reporting: map[string]bool{},
+		pullNow:   make(chan struct{}, 1),
+		content:   cfg.Content,
+		swarm:     cfg.Swarm,
 	}
 	w.ssh, err = sshexec.New(sshexec.Config{Concurrency: cfg.SSHConcurrency, HostKeys: &controlHostKeys{srv: cfg.Server}})
 	if err != nil {
@@ -306,6 +311,19 @@ func (w *Worker) finish(rec taskRecord, res model.HostResult) {
 // report sends rec's result to the leader until it is committed, the run
 // is gone, or the worker stops (the result is then reported on restart).
 func (w *Worker) report(rec taskRecord) {
+	key := string(taskKey(rec.RunID, rec.Host))
+	w.mu.Lock()
+	busy := w.reporting[key]
+	w.reporting[key] = true
+	w.mu.Unlock()
+	if busy {
+		return // another loop sends the same result
+	}
+	defer func() {
+		w.mu.Lock()
+		delete(w.reporting, key)
+		w.mu.Unlock()
+	}()
 	backoff := 200 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(w.ctx, 15*time.Second)

@@ -236,6 +236,12 @@ func flattenError(err error) string {
 // their tombstone expires, sorted by name.
 func (m *Mesh) Members() []Member { return m.table.members() }
 
+// RangeMembers calls fn with each member, in name order, until fn returns
+// false: Members without the copy, for callers that scan a large pool
+// often. fn runs under the table's read lock: it must be quick, must not
+// keep the pointer, and must not call back into the Mesh.
+func (m *Mesh) RangeMembers(fn func(*Member) bool) { m.table.rangeMembers(fn) }
+
 // Member returns the named member.
 func (m *Mesh) Member(name string) (Member, bool) { return m.table.member(name) }
 

@@ -77,7 +77,15 @@ type memberTable struct {
 
 	mu      sync.RWMutex
 	entries map[string]*entry
-	frozen  bool // after Shutdown: late memberlist callbacks are ignored
+	// sorted holds the entries in name order, so that listing the members
+	// (Members, several times a second by several parts of a node) copies
+	// them without sorting a thousand large structs each time.
+	sorted []*entry
+	// byID indexes entries by Meta.ID: the connection gater looks a peer
+	// up on every connection and every inbound stream. Usually one entry
+	// per ID; a renamed node's old record shares it until pruned.
+	byID   map[string][]*entry
+	frozen bool // after Shutdown: late memberlist callbacks are ignored
 
 	live atomic.Int64 // present members that are alive or suspect
 }
@@ -89,6 +97,7 @@ func newMemberTable(self string, events *eventHub, log *slog.Logger) *memberTabl
 		log:     log,
 		now:     time.Now,
 		entries: make(map[string]*entry),
+		byID:    make(map[string][]*entry),
 	}
 }
 
@@ -123,6 +132,8 @@ func (t *memberTable) getLocked(name string) *entry {
 	if !ok {
 		e = &entry{m: Member{Name: name}}
 		t.entries[name] = e
+		i, _ := slices.BinarySearchFunc(t.sorted, name, func(x *entry, n string) int { return strings.Compare(x.m.Name, n) })
+		t.sorted = slices.Insert(t.sorted, i, e)
 	}
 	return e
 }
@@ -140,7 +151,26 @@ func (t *memberTable) decodeMetaLocked(e *entry, raw []byte) {
 		t.log.Warn("ignoring unreadable node meta", "node", e.m.Name, "err", err)
 		return
 	}
+	if meta.ID != e.m.Meta.ID {
+		t.unindexLocked(e)
+		if meta.ID != "" {
+			t.byID[meta.ID] = append(t.byID[meta.ID], e)
+		}
+	}
 	e.m.Meta = meta
+}
+
+// unindexLocked removes e from byID under its current Meta.ID.
+func (t *memberTable) unindexLocked(e *entry) {
+	id := e.m.Meta.ID
+	if id == "" {
+		return
+	}
+	if rest := slices.DeleteFunc(t.byID[id], func(x *entry) bool { return x == e }); len(rest) > 0 {
+		t.byID[id] = rest
+	} else {
+		delete(t.byID, id)
+	}
 }
 
 // nodeJoined records memberlist's NotifyJoin.
@@ -304,15 +334,26 @@ func (t *memberTable) othersLive() bool {
 
 func (t *memberTable) members() []Member {
 	t.mu.RLock()
-	out := make([]Member, 0, len(t.entries))
-	for _, e := range t.entries {
+	defer t.mu.RUnlock()
+	out := make([]Member, 0, len(t.sorted))
+	for _, e := range t.sorted {
 		if e.present {
 			out = append(out, e.m)
 		}
 	}
-	t.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// rangeMembers calls fn for each listed member in name order, under the
+// read lock, until fn returns false.
+func (t *memberTable) rangeMembers(fn func(*Member) bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, e := range t.sorted {
+		if e.present && !fn(&e.m) {
+			return
+		}
+	}
 }
 
 func (t *memberTable) member(name string) (Member, bool) {
@@ -334,8 +375,8 @@ func (t *memberTable) memberByPeerID(id string) (Member, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var found *entry
-	for _, e := range t.entries {
-		if !e.present || e.m.Meta.ID != id {
+	for _, e := range t.byID[id] {
+		if !e.present {
 			continue
 		}
 		if found == nil || isLive(e.m.Status) && !isLive(found.m.Status) ||
@@ -363,8 +404,10 @@ func (t *memberTable) prune(ttl time.Duration) {
 		stray := !e.present && e.touched.Before(cutoff)
 		if gone || stray {
 			delete(t.entries, name)
+			t.unindexLocked(e)
 		}
 	}
+	t.sorted = slices.DeleteFunc(t.sorted, func(e *entry) bool { return t.entries[e.m.Name] != e })
 }
 
 // freeze makes the table ignore memberlist callbacks that fire after

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -148,6 +149,41 @@ func TestTablePeerIDPrefersLive(t *testing.T) {
 	if _, ok := tbl.memberByPeerID(""); ok {
 		t.Error("empty peer ID matched")
 	}
+}
+
+func TestTablePeerIDIndex(t *testing.T) {
+	tbl, _, now := newTestTable(t)
+	tbl.nodeJoined("a", "1", meta(t, Meta{ID: "p1", IDC: "dc1"}))
+	tbl.nodeJoined("b", "2", meta(t, Meta{ID: "p2", IDC: "dc1"}))
+	// a restarts with a new identity: p1 no longer names anyone.
+	tbl.nodeUpdated("a", "1", meta(t, Meta{ID: "p3", IDC: "dc1"}))
+	if m, ok := tbl.memberByPeerID("p1"); ok {
+		t.Errorf("p1 still names %s", m.Name)
+	}
+	if m, ok := tbl.memberByPeerID("p3"); !ok || m.Name != "a" {
+		t.Errorf("memberByPeerID(p3) = %s, %v", m.Name, ok)
+	}
+	// A pruned member is gone from the index too.
+	tbl.nodeGone("b")
+	*now = now.Add(time.Hour)
+	tbl.prune(time.Minute)
+	if m, ok := tbl.memberByPeerID("p2"); ok {
+		t.Errorf("pruned p2 still names %s", m.Name)
+	}
+	if len(tbl.byID) != 1 || len(tbl.sorted) != 1 {
+		t.Errorf("after prune: %d peer IDs and %d entries indexed, want 1 and 1", len(tbl.byID), len(tbl.sorted))
+	}
+	if got := names(tbl.members()); got != "a" {
+		t.Errorf("members after prune = %s, want a", got)
+	}
+}
+
+func names(ms []Member) string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return strings.Join(out, ",")
 }
 
 func TestTableFrozen(t *testing.T) {

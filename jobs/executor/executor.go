@@ -250,8 +250,11 @@ func (e *Executor) execute(ctx context.Context, spec Spec, p *prepared, capt *Ca
 	// When nothing of the script's process group is left, nobody else can
 	// hold the pipe: the reader only needs to be scheduled to see EOF, so
 	// a loaded machine gets a long grace instead of losing output.
+	// groupGone asks the kernel first and reads /proc only when some of
+	// the group is left: a scan of every process per finished script made
+	// a fan-out quadratic in the scripts running at once.
 	delay := e.cfg.WaitDelay
-	if !groupHasLiveMember(cmd.Process.Pid) {
+	if groupGone(cmd.Process.Pid) {
 		delay = max(delay, drainGrace)
 	}
 	wd := time.NewTimer(delay)
