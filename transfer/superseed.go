@@ -25,7 +25,12 @@ import (
 // an empty one) and injects Have messages. anacrolix on the seeding side
 // still believes the peer knows everything and serves any request.
 // Connections of objects still being fetched pass through untouched: a
-// fetcher announces its pieces as they verify, as usual.
+// fetcher announces its pieces as they verify, as usual. So do those of an
+// object this process fetched itself: once a push is under way its
+// fetchers hold every piece between them, and a host that just finished
+// should hand out whatever its peers lack, not one piece at a time (BEP
+// 16 keeps super-seeding for the initial seeder too; measured: the last
+// host of a 200 MB push to 20 finished ~1 s sooner).
 
 // revealAhead is how many revealed pieces a peer may be missing at once.
 // The seeder's upload is split between the pieces in flight, and nobody
@@ -306,12 +311,14 @@ func (c *seedConn) Close() error {
 func (c *seedConn) pass() { c.mode.Store(int32(modePass)) }
 
 // decide picks the mode from this node's own handshake, which names the
-// object: super-seed it if this node holds the object whole.
+// object: super-seed it if this node held the object whole before this
+// process fetched anything of it (an origin, or a holder from an earlier
+// push).
 func (c *seedConn) decide(hs []byte) {
 	var ih [20]byte
 	copy(ih[:], hs[28:48])
 	e := c.s.entryByInfoHash(ih)
-	if e == nil || !e.complete() {
+	if e == nil || !e.complete() || e.fetched.Load() {
 		c.pass()
 		return
 	}

@@ -84,6 +84,7 @@ type swarmEntry struct {
 	t       *torrent.Torrent
 	partial string       // partial directory while fetching
 	done    atomic.Bool  // complete in the store
+	fetched atomic.Bool  // completed by a Fetch in this process
 	fetch   *fetchCounts // non-nil while a Fetch runs
 
 	bookOnce sync.Once
@@ -506,6 +507,7 @@ func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo
 	if _, err := s.store.commit(e.partialPath(), obj, mi); err != nil {
 		return err
 	}
+	e.fetched.Store(true)
 	e.done.Store(true)
 	os.RemoveAll(e.partial)
 	if err := forgetPieces(s.db, obj.SHA256); err != nil {
