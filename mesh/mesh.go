@@ -242,6 +242,11 @@ func (m *Mesh) Members() []Member { return m.table.members() }
 // keep the pointer, and must not call back into the Mesh.
 func (m *Mesh) RangeMembers(fn func(*Member) bool) { m.table.rangeMembers(fn) }
 
+// RangeRoled is RangeMembers over only the members whose Meta.Roles is not
+// empty, kept in an index: finding who holds a role costs the few that do,
+// not the whole pool.
+func (m *Mesh) RangeRoled(fn func(*Member) bool) { m.table.rangeRoled(fn) }
+
 // Member returns the named member.
 func (m *Mesh) Member(name string) (Member, bool) { return m.table.member(name) }
 
