@@ -105,9 +105,23 @@ func New(cfg *Config) (*Mesh, error) {
 	}
 
 	mlc := m.memberlistConfig()
+	var own *transport
+	if mlc.Transport == nil {
+		if own, err = newTransport(mlc.BindAddr, mlc.BindPort, m.log); err != nil {
+			return nil, fmt.Errorf("mesh: start gossip on %s:%d: %w", c.BindAddr, c.BindPort, err)
+		}
+		if mlc.BindPort == 0 {
+			// What memberlist does with a port its own transport picked.
+			mlc.BindPort, mlc.AdvertisePort = own.port(), own.port()
+		}
+		mlc.Transport = own
+	}
 	m.broadcasts = &memberlist.TransmitLimitedQueue{NumNodes: m.table.numLive, RetransmitMult: mlc.RetransmitMult}
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return nil, fmt.Errorf("mesh: start gossip on %s:%d: %w", c.BindAddr, c.BindPort, err)
 	}
 	m.ml = ml
