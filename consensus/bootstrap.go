@@ -176,26 +176,39 @@ func (g *Group) idcView() (alive []bootstrapServer, controls []string) {
 
 // otherControls returns the names of other live members of the IDC
 // advertising a control role: all that bootstrapStep needs once a group
-// exists, which is what every plain node sees on every tick.
+// exists, which is what every plain node looks at every AutopilotInterval.
+// It ranges over the members that carry a role, not the whole pool.
 func (g *Group) otherControls() (controls []string) {
-	g.scanIDC(func(*mesh.Member) {}, &controls)
+	g.cfg.Mesh.RangeRoled(func(mem *mesh.Member) bool {
+		g.noteControl(mem, &controls)
+		return true
+	})
 	return controls
 }
 
 // scanIDC calls fn with each live member of the IDC and appends the other
 // ones advertising a control role to controls. It ranges over the pool
-// rather than copying it: every node's group loop scans on each tick.
+// rather than copying it.
 func (g *Group) scanIDC(fn func(*mesh.Member), controls *[]string) {
 	g.cfg.Mesh.RangeMembers(func(mem *mesh.Member) bool {
-		if !isLive(mem.Status) || mem.Meta.IDC != g.cfg.IDC {
-			return true
+		if g.noteControl(mem, controls) {
+			fn(mem)
 		}
-		if mem.Name != g.cfg.Name && slices.ContainsFunc(mem.Meta.Roles, func(r string) bool { return slices.Contains(controlRoles, r) }) {
-			*controls = append(*controls, mem.Name)
-		}
-		fn(mem)
 		return true
 	})
+}
+
+// noteControl appends mem's name to controls if it is another live member
+// of the IDC advertising a control role; it reports whether mem is a live
+// member of the IDC at all.
+func (g *Group) noteControl(mem *mesh.Member, controls *[]string) bool {
+	if !isLive(mem.Status) || mem.Meta.IDC != g.cfg.IDC {
+		return false
+	}
+	if mem.Name != g.cfg.Name && slices.ContainsFunc(mem.Meta.Roles, func(r string) bool { return slices.Contains(controlRoles, r) }) {
+		*controls = append(*controls, mem.Name)
+	}
+	return true
 }
 
 // inSet reports whether the node name is in set.
@@ -403,5 +416,6 @@ func (g *Group) handleBootstrap(_ context.Context, from peer.ID, req bootstrapRe
 	if ok, other := g.boot.promise(mine, time.Now(), g.promiseTTL()); !ok {
 		return bootstrapResponse{}, p2p.Errorf(p2p.CodeForbidden, "%s has confirmed the set [%s]", g.cfg.Name, setNames(other))
 	}
+	g.kick() // the run loop follows the promise at its quick pace
 	return bootstrapResponse{Confirmed: true}, nil
 }

@@ -398,13 +398,21 @@ func (g *Group) closeRaftLocked(why string, snapshot bool) error {
 // run reconciles on every tick and kick until the group stops. It does
 // not follow mesh events one by one: in a large IDC health updates arrive
 // by the hundred per second, and a tick of at most BootstrapStable/4 is
-// prompt enough for everything that depends on gossip.
+// prompt enough for everything that depends on gossip. A plain node of an
+// IDC whose group exists only looks for changes every AutopilotInterval
+// (bootstrapStep), so it sleeps that long: an invitation, a bootstrap
+// request and its own raft opening kick it awake.
 func (g *Group) run() {
 	tick := max(min(g.cfg.AutopilotInterval, g.cfg.BootstrapStable/4), minTick)
-	t := time.NewTicker(tick)
+	t := time.NewTimer(tick)
 	defer t.Stop()
 	for {
 		g.reconcile()
+		wait := tick
+		if now := time.Now(); g.current() == nil && g.boot.activePromise(now) == nil && !g.boot.groupSeen.IsZero() {
+			wait = max(g.boot.groupSeen.Add(g.cfg.AutopilotInterval).Sub(now), tick)
+		}
+		t.Reset(wait)
 		select {
 		case <-g.ctx.Done():
 			return

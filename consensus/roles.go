@@ -82,9 +82,15 @@ type advertiser struct {
 	mu     sync.Mutex
 	wanted []string
 	wake   chan struct{} // cap 1
+	// changed (cap 1) tells the WAN pool that the role changed, so a node
+	// that is no voter need not poll for becoming one.
+	changed chan struct{}
 }
 
-func (a *advertiser) init() { a.wake = make(chan struct{}, 1) }
+func (a *advertiser) init() {
+	a.wake = make(chan struct{}, 1)
+	a.changed = make(chan struct{}, 1)
+}
 
 // want records the roles to advertise; only the latest counts.
 func (a *advertiser) want(roles []string) {
@@ -93,9 +99,11 @@ func (a *advertiser) want(roles []string) {
 	a.wanted = roles
 	a.mu.Unlock()
 	if changed {
-		select {
-		case a.wake <- struct{}{}:
-		default:
+		for _, ch := range []chan struct{}{a.wake, a.changed} {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -57,22 +57,35 @@ func newWANPool(s *Server, cfg WANConfig) *wanPool {
 func wanName(name, idc string) string { return name + "." + idc }
 
 // run reconciles WAN membership with this node's role until ctx ends.
+// While the node is a voter, or still in the pool, it checks every
+// quarter second: a new voter is in the WAN pool within a fraction of a
+// second, and its meta and seeds are retried as quickly. Any other node
+// waits for the group to report a role change, checking once every
+// AutopilotInterval as a backstop: in an IDC of thousands, the nodes that
+// are not voters need not each wake four times a second.
 func (w *wanPool) run(ctx context.Context) {
-	// Checking the role is cheap; a quick tick puts a new voter in the WAN
-	// pool within a fraction of a second.
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
+	const quick = 250 * time.Millisecond
+	slow := max(w.s.group.cfg.AutopilotInterval, quick)
+	t := time.NewTimer(quick)
+	defer t.Stop()
 	for {
-		w.reconcile()
+		wait := slow
+		if w.reconcile() {
+			wait = quick
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
+		case <-w.s.group.adv.changed:
 		}
 	}
 }
 
-func (w *wanPool) reconcile() {
+// reconcile joins or leaves the WAN pool as the role asks; it reports
+// whether the node is or wants to be in the pool.
+func (w *wanPool) reconcile() bool {
 	role := w.s.group.Status().Role
 	want := role == RoleLeader || role == RoleVoter
 	w.mu.Lock()
@@ -92,6 +105,7 @@ func (w *wanPool) reconcile() {
 			w.join(m)
 		}
 	}
+	return want
 }
 
 func (w *wanPool) start() error {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -33,13 +34,19 @@ import (
 // target: ≤ 2 s at 1,000). The run is created and followed through a
 // node that does not lead, as an operator's CLI would be.
 //
-// The fleet uses ScaleGossip and does not wait for full gossip
-// convergence: every node joins node1 (the seed and, with control size 1,
-// the leader), so the leader knows every node from its join and every node
-// knows the leader from its join's push/pull.
+// The fleet uses ScaleGossip (QuietGossip above 300 nodes) and does not
+// wait for full gossip convergence to start: node1 (the seed and, with
+// control size 1, the leader) leads before the others join it, so the
+// leader knows every node from its join and every node knows the leader
+// from its join's push/pull; the runs share the cores with the rest of a
+// cold start's gossip. What one process holding a whole fleet costs that
+// a fleet does not is cut and stated in the output: GC paced by a memory
+// limit, the agents' data on tmpfs (the control node's, with the raft
+// log, on disk).
 func BenchmarkFanoutInProcess(b *testing.B) {
 	raiseFileLimit(b)
 	servePprof(b)
+	b.Logf("garbage collection: %s", fleetGC(b))
 	sizes := []int{100, 1000}
 	if v := os.Getenv("HERD_FANOUT_NODES"); v != "" { // e.g. "1000" or "100,300"
 		sizes = nil
@@ -66,6 +73,52 @@ func BenchmarkFanoutInProcess(b *testing.B) {
 			f.c.Close()
 		}
 	}
+}
+
+// agentDataRoot returns a directory on a RAM filesystem (/dev/shm) for the
+// data of every node but node1, the control node, or "" where there is
+// none. Each agent writes a few files per task and syncs them (its task
+// store, the script, the captured output): in a fleet every host does so
+// on its own disk, in parallel; here a thousand agents would queue on one
+// file system's journal, a cost no fleet pays. node1's data, and so every
+// raft commit and its fsync, stays on disk. Stated in the output.
+func agentDataRoot(t testing.TB) string {
+	if fi, err := os.Stat("/dev/shm"); err != nil || !fi.IsDir() {
+		t.Logf("agents' data on disk (no /dev/shm)")
+		return ""
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "herd-fanout-")
+	if err != nil {
+		t.Logf("agents' data on disk: %v", err)
+		return ""
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	t.Logf("agents' data on tmpfs (%s); the control node's, with the raft log, on disk", dir)
+	return dir
+}
+
+// fleetMemoryLimit is the bench process's memory limit when GC is left
+// to it (fleetGC): well above a 1,000-node fleet's live heap (3–4 GB), and
+// well below the shared machine's memory.
+const fleetMemoryLimit = 12 << 30
+
+// fleetGC paces garbage collection by a memory limit rather than by heap
+// growth, unless GOGC or GOMEMLIMIT say otherwise. One process holds every
+// node's state here (gigabytes at 1,000 nodes), where each node of a fleet
+// has its own small heap: with GOGC=100, marking that heap after each few
+// gigabytes allocated costs a third of the idle fleet's CPU. Stated in the
+// output, as harness settings must be.
+func fleetGC(b *testing.B) string {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return fmt.Sprintf("as the environment sets it (GOGC=%q GOMEMLIMIT=%q)", os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	}
+	prevPercent := debug.SetGCPercent(-1)
+	prevLimit := debug.SetMemoryLimit(fleetMemoryLimit)
+	b.Cleanup(func() {
+		debug.SetGCPercent(prevPercent)
+		debug.SetMemoryLimit(prevLimit)
+	})
+	return fmt.Sprintf("GOGC=off, GOMEMLIMIT=%dGiB (one process holds the whole fleet's heap)", fleetMemoryLimit>>30)
 }
 
 // servePprof serves net/http/pprof on $HERD_FANOUT_PPROF (e.g.
@@ -217,22 +270,28 @@ const fanoutVia = 1
 // all alive and a run of `true` on every one of them has succeeded.
 func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 	setup := time.Now()
+	agentData := agentDataRoot(t)
 	c := cluster.New(t, n, cluster.Options{
 		ControlSize: 1,
 		Gossip:      fanoutGossip(n),
 		NoConverge:  true,
+		LeadFirst:   true,
 		// Node starts wait mostly on fsyncs (identity, stores): overlap them.
 		StartWorkers: 8,
-		Configure: func(_ int, cfg *node.Config) {
+		Configure: func(i int, cfg *node.Config) {
+			if i > 0 && agentData != "" {
+				cfg.DataDir = filepath.Join(agentData, cfg.Name)
+			}
 			cfg.HealthInterval = time.Minute
 			// Shipped raft timings, and every node's group loop (which
-			// scans the whole member list once a group exists, every
-			// AutopilotInterval) at a slow pace: a thousand of them share
-			// two cores here, where each has its own host in a fleet.
-			// node1 bootstraps at once, so the nodes that join it learn
-			// its role from their join's push/pull: by gossip, a role
-			// takes minutes to reach the last of 1,000 quiet nodes, and
-			// agents refuse tasks from a signer they do not see lead.
+			// looks for the control group every AutopilotInterval once
+			// one exists) at a slow pace: a thousand of them share two
+			// cores here, where each has its own host in a fleet.
+			// node1 bootstraps at once and the others start once it
+			// leads (LeadFirst), so they learn its role from their join's
+			// push/pull: by gossip, a role takes minutes to reach the last
+			// of 1,000 quiet nodes, and agents refuse tasks from a signer
+			// they do not see lead.
 			cfg.TuneControl = func(g *consensus.GroupConfig) {
 				g.BootstrapStable = 300 * time.Millisecond
 				g.AutopilotInterval = 5 * time.Second
@@ -267,7 +326,7 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 		t.Fatalf("warm-up: %v", err)
 	}
 	t.Logf("%d nodes up and warm in %s", n, time.Since(setup).Round(time.Second))
-	t.Logf("idle fleet: %s", idleLoad())
+	t.Logf("idle fleet: %s", idleLoad(t, n))
 	return &fanoutFleet{c: c, n: n, ctx: ctx}
 }
 
@@ -292,12 +351,12 @@ func benchFanout(b *testing.B, f *fanoutFleet) {
 	defer progress(f.ctx, b, f.c, f.n, time.Now())()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		sched, cpu0 := schedLatencies(), cpuTime()
+		sched, cpu0, kids0 := schedLatencies(), cpuTime(), childCPUTime()
 		v, d, err := fanout(f.ctx, f.c, fanoutVia, "hostname")
 		if err != nil {
 			b.Fatal(err)
 		}
-		sched, cpu := schedLatencies().since(sched), cpuTime()-cpu0
+		sched, cpu, kids := schedLatencies().since(sched), cpuTime()-cpu0, childCPUTime()-kids0
 		if err := allSucceeded(v, f.n); err != nil {
 			b.Fatal(err)
 		}
@@ -310,7 +369,7 @@ func benchFanout(b *testing.B, f *fanoutFleet) {
 		wall += d
 		server += v.Run.Finished.Sub(v.Run.Created)
 		ph := phasesOf(v)
-		b.Logf("run %d of %d: %s, %.1f CPU-s; %s; goroutines waited to run %s", i+1, b.N, d.Round(time.Millisecond), cpu.Seconds(), spread(v), sched)
+		b.Logf("run %d of %d: %s, %.1f CPU-s (+%.1f in scripts); %s; goroutines waited to run %s", i+1, b.N, d.Round(time.Millisecond), cpu.Seconds(), kids.Seconds(), spread(v), sched)
 		lastStart += ph.lastStart
 		lastExec += ph.lastExec
 		commitTail += ph.commitTail
@@ -426,16 +485,65 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// childCPUTime is the CPU time the process's finished children (the
+// scripts' shells and what they ran) have used: not in cpuTime, and on
+// the same two cores.
+func childCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // idleLoad measures, over a few seconds with no run, what the fleet costs
 // on its own (gossip, timers, the control group): the floor every run
-// shares the two cores with.
-func idleLoad() string {
+// shares the two cores with. With HERD_FANOUT_CPUPROFILE=DIR it also
+// writes a CPU profile of that window to DIR/fanout-N-idle.cpu and heap
+// profiles at its start and end to DIR/fanout-N-idle0.heap and
+// DIR/fanout-N.heap.
+func idleLoad(t testing.TB, n int) string {
 	const window = 5 * time.Second
+	dir := os.Getenv("HERD_FANOUT_CPUPROFILE")
+	if dir != "" {
+		out, err := os.Create(filepath.Join(dir, fmt.Sprintf("fanout-%d-idle.cpu", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		// With the heap profile written after the window, what the idle
+		// fleet allocates: go tool pprof -sample_index=alloc_space -base.
+		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("fanout-%d-idle0.heap", n))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sched, cpu0, start := schedLatencies(), cpuTime(), time.Now()
 	time.Sleep(window) // a measurement window, not a wait for anything
 	cpu := cpuTime() - cpu0
+	elapsed := time.Since(start)
+	if dir != "" {
+		pprof.StopCPUProfile()
+		if err := writeHeapProfile(filepath.Join(dir, fmt.Sprintf("fanout-%d.heap", n))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return fmt.Sprintf("%.0f%% of one core; goroutines waited to run %s",
-		100*cpu.Seconds()/time.Since(start).Seconds(), schedLatencies().since(sched))
+		100*cpu.Seconds()/elapsed.Seconds(), schedLatencies().since(sched))
+}
+
+func writeHeapProfile(path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // histogram is the runtime's histogram of how long runnable goroutines

@@ -105,9 +105,23 @@ func New(cfg *Config) (*Mesh, error) {
 	}
 
 	mlc := m.memberlistConfig()
+	var own *transport
+	if mlc.Transport == nil {
+		if own, err = newTransport(mlc.BindAddr, mlc.BindPort, m.log); err != nil {
+			return nil, fmt.Errorf("mesh: start gossip on %s:%d: %w", c.BindAddr, c.BindPort, err)
+		}
+		if mlc.BindPort == 0 {
+			// What memberlist does with a port its own transport picked.
+			mlc.BindPort, mlc.AdvertisePort = own.port(), own.port()
+		}
+		mlc.Transport = own
+	}
 	m.broadcasts = &memberlist.TransmitLimitedQueue{NumNodes: m.table.numLive, RetransmitMult: mlc.RetransmitMult}
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return nil, fmt.Errorf("mesh: start gossip on %s:%d: %w", c.BindAddr, c.BindPort, err)
 	}
 	m.ml = ml
@@ -241,6 +255,11 @@ func (m *Mesh) Members() []Member { return m.table.members() }
 // often. fn runs under the table's read lock: it must be quick, must not
 // keep the pointer, and must not call back into the Mesh.
 func (m *Mesh) RangeMembers(fn func(*Member) bool) { m.table.rangeMembers(fn) }
+
+// RangeRoled is RangeMembers over only the members whose Meta.Roles is not
+// empty, kept in an index: finding who holds a role costs the few that do,
+// not the whole pool.
+func (m *Mesh) RangeRoled(fn func(*Member) bool) { m.table.rangeRoled(fn) }
 
 // Member returns the named member.
 func (m *Mesh) Member(name string) (Member, bool) { return m.table.member(name) }

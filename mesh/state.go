@@ -84,7 +84,12 @@ type memberTable struct {
 	// byID indexes entries by Meta.ID: the connection gater looks a peer
 	// up on every connection and every inbound stream. Usually one entry
 	// per ID; a renamed node's old record shares it until pruned.
-	byID   map[string][]*entry
+	byID map[string][]*entry
+	// roled holds, in name order, the entries whose meta carries a role:
+	// a handful in any pool. A node that only needs to know who holds a
+	// role (every node of an IDC, looking for its control group) ranges
+	// over these instead of the whole pool.
+	roled  []*entry
 	frozen bool // after Shutdown: late memberlist callbacks are ignored
 
 	live atomic.Int64 // present members that are alive or suspect
@@ -132,7 +137,7 @@ func (t *memberTable) getLocked(name string) *entry {
 	if !ok {
 		e = &entry{m: Member{Name: name}}
 		t.entries[name] = e
-		i, _ := slices.BinarySearchFunc(t.sorted, name, func(x *entry, n string) int { return strings.Compare(x.m.Name, n) })
+		i, _ := slices.BinarySearchFunc(t.sorted, name, byName)
 		t.sorted = slices.Insert(t.sorted, i, e)
 	}
 	return e
@@ -157,8 +162,19 @@ func (t *memberTable) decodeMetaLocked(e *entry, raw []byte) {
 			t.byID[meta.ID] = append(t.byID[meta.ID], e)
 		}
 	}
+	if had, has := len(e.m.Meta.Roles) > 0, len(meta.Roles) > 0; had != has {
+		i, found := slices.BinarySearchFunc(t.roled, e.m.Name, byName)
+		switch {
+		case has && !found:
+			t.roled = slices.Insert(t.roled, i, e)
+		case !has && found:
+			t.roled = slices.Delete(t.roled, i, i+1)
+		}
+	}
 	e.m.Meta = meta
 }
+
+func byName(x *entry, name string) int { return strings.Compare(x.m.Name, name) }
 
 // unindexLocked removes e from byID under its current Meta.ID.
 func (t *memberTable) unindexLocked(e *entry) {
@@ -356,6 +372,17 @@ func (t *memberTable) rangeMembers(fn func(*Member) bool) {
 	}
 }
 
+// rangeRoled is rangeMembers over the members whose meta carries a role.
+func (t *memberTable) rangeRoled(fn func(*Member) bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, e := range t.roled {
+		if e.present && !fn(&e.m) {
+			return
+		}
+	}
+}
+
 func (t *memberTable) member(name string) (Member, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -408,6 +435,7 @@ func (t *memberTable) prune(ttl time.Duration) {
 		}
 	}
 	t.sorted = slices.DeleteFunc(t.sorted, func(e *entry) bool { return t.entries[e.m.Name] != e })
+	t.roled = slices.DeleteFunc(t.roled, func(e *entry) bool { return t.entries[e.m.Name] != e })
 }
 
 // freeze makes the table ignore memberlist callbacks that fire after

@@ -178,6 +178,43 @@ func TestTablePeerIDIndex(t *testing.T) {
 	}
 }
 
+// The role index follows role changes both ways and prunes.
+func TestTableRoledIndex(t *testing.T) {
+	tbl, _, now := newTestTable(t)
+	roled := func() string {
+		var out []string
+		tbl.rangeRoled(func(m *Member) bool {
+			out = append(out, m.Name+"="+strings.Join(m.Meta.Roles, "+"))
+			return true
+		})
+		return strings.Join(out, ",")
+	}
+	tbl.nodeJoined("c", "3", meta(t, Meta{ID: "p3", IDC: "dc1", Roles: []string{"voter"}}))
+	tbl.nodeJoined("b", "2", meta(t, Meta{ID: "p2", IDC: "dc1"}))
+	tbl.nodeJoined("a", "1", meta(t, Meta{ID: "p1", IDC: "dc1", Roles: []string{"leader"}}))
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"joined", func() {}, "a=leader,c=voter"},
+		{"role gained", func() { tbl.nodeUpdated("b", "2", meta(t, Meta{ID: "p2", IDC: "dc1", Roles: []string{"nonvoter"}})) }, "a=leader,b=nonvoter,c=voter"},
+		{"role changed", func() { tbl.nodeUpdated("b", "2", meta(t, Meta{ID: "p2", IDC: "dc1", Roles: []string{"voter"}})) }, "a=leader,b=voter,c=voter"},
+		{"role dropped", func() { tbl.nodeUpdated("a", "1", meta(t, Meta{ID: "p1", IDC: "dc1"})) }, "b=voter,c=voter"},
+		{"pruned", func() {
+			tbl.nodeGone("c")
+			*now = now.Add(time.Hour)
+			tbl.prune(time.Minute)
+		}, "b=voter"},
+	}
+	for _, st := range steps {
+		st.do()
+		if got := roled(); got != st.want {
+			t.Errorf("%s: roled = %s, want %s", st.name, got, st.want)
+		}
+	}
+}
+
 func names(ms []Member) string {
 	var out []string
 	for _, m := range ms {

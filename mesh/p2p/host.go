@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -100,6 +101,10 @@ func New(cfg *Config) (*Host, error) {
 		// process on the same port starts fine and the kernel splits
 		// incoming connections between the two. We want "address in use".
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		// libp2p builds its QUIC connection manager whatever the transports;
+		// with reuseport on it keeps two UDP-reuse goroutines per host
+		// collecting garbage every 30 s. TCP is our only transport.
+		libp2p.QUICReuse(quicreuse.NewConnManager, quicreuse.DisableReuseport()),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionGater(h.gater),
