@@ -52,7 +52,7 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.StringFlag{Name: "cluster-name", EnvVars: []string{"HERD_CLUSTER_NAME"}, Value: def.ClusterName, Usage: "`NAME` separating meshes that share a network"},
 			&ucli.IntFlag{Name: "control-size", EnvVars: []string{"HERD_CONTROL_SIZE"}, Value: def.ControlSize, Usage: "target number of control-group voters in this IDC (`N`)"},
 			&ucli.DurationFlag{Name: "output-retention", EnvVars: []string{"HERD_OUTPUT_RETENTION"}, Value: def.OutputRetention, Usage: "keep the full output of scripts run on this node this long; the control group keeps head and tail (`DURATION`)"},
-			&ucli.StringFlag{Name: "swarm", EnvVars: []string{"HERD_SWARM"}, Value: def.Swarm, Usage: "listen for file-swarm peers on this `IP:PORT` (peer-to-peer pushes)"},
+			&ucli.StringFlag{Name: "swarm", EnvVars: []string{"HERD_SWARM"}, Value: def.Swarm, Usage: "listen for file-swarm peers on this `IP:PORT` (peer-to-peer pushes), or \"off\": no swarm (the node then takes only files under 4 MiB and --no-swarm pushes)"},
 			&ucli.StringFlag{Name: "upload-rate", EnvVars: []string{"HERD_UPLOAD_RATE"}, Usage: "cap this node's swarm upload, e.g. 50MB (per second; empty = unlimited) (`SIZE`)"},
 			&ucli.StringFlag{Name: "download-rate", EnvVars: []string{"HERD_DOWNLOAD_RATE"}, Usage: "cap this node's swarm download, e.g. 100MB (per second; empty = unlimited) (`SIZE`)"},
 			&ucli.IntFlag{Name: "ssh-concurrency", EnvVars: []string{"HERD_SSH_CONCURRENCY"}, Value: def.SSHConcurrency, Usage: "at most this many SSH sessions from this node to agentless hosts at once (`N`)"},

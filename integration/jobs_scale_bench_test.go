@@ -93,7 +93,7 @@ func agentDataRoot(t testing.TB) string {
 		return ""
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	t.Logf("agents' data on tmpfs (%s); the control node's, with the raft log, on disk", dir)
+	t.Logf("agents' data on tmpfs (%s); the control node's, with the raft log, on disk; agents run no file swarm (--swarm off)", dir)
 	return dir
 }
 
@@ -283,6 +283,13 @@ func startFanoutFleet(t testing.TB, n int) *fanoutFleet {
 				cfg.DataDir = filepath.Join(agentData, cfg.Name)
 			}
 			cfg.HealthInterval = time.Minute
+			// The bench pushes no files: the agents run no torrent
+			// client (--swarm off), which spares the process a thousand
+			// clients' timers and descriptors (every fork of a script
+			// copies the descriptor table, ~10,000 entries here).
+			if i > 0 {
+				cfg.Swarm = node.SwarmOff
+			}
 			// Shipped raft timings, and every node's group loop (which
 			// looks for the control group every AutopilotInterval once
 			// one exists) at a slow pace: a thousand of them share two

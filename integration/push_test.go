@@ -28,6 +28,11 @@ func pushCluster(t *testing.T, n int) (*cluster.Cluster, []string) {
 		cfg.Dev = true
 		cfg.FSRoot = filepath.Join(base, cfg.Name)
 		roots[i] = cfg.FSRoot
+		if i == 3 {
+			// The fourth node runs no swarm (--swarm off): it must take
+			// even large files, over node streams from a holder.
+			cfg.Swarm = node.SwarmOff
+		}
 		if err := os.MkdirAll(filepath.Join(cfg.FSRoot, "opt"), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,7 @@ func (s *Service) registerFile(ctx context.Context, obj transfer.Object) (*model
 	if err := writeMetaChunks(ctx, s.srv, obj.SHA256, raw); err != nil {
 		return nil, err
 	}
-	if err := w.swarm.Seed(obj); err != nil {
+	if err := w.seed(obj); err != nil {
 		return nil, fmt.Errorf("seeding %s: %w", obj.SHA256, err)
 	}
 	me := model.FileHolder{Node: s.name, IDC: s.idc, Swarm: w.swarmAddr()}
@@ -136,7 +136,9 @@ func (s *Service) RemoveFile(ctx context.Context, sha string) error {
 		return err
 	}
 	if w := s.worker; w != nil && w.content != nil {
-		w.swarm.Drop(sha)
+		if w.swarm != nil {
+			w.swarm.Drop(sha)
+		}
 		if err := w.content.Remove(sha); err != nil && !errors.Is(err, transfer.ErrNotFound) {
 			return err
 		}

@@ -140,11 +140,18 @@ func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats) 
 	if _, ok, err := w.content.Get(obj.SHA256); err != nil {
 		return err
 	} else if ok {
-		return w.swarm.Seed(obj) // already here: seed it to the others
+		return w.seed(obj) // already here: seed it to the others
 	}
 	origins := map[string]bool{}
 	for _, o := range spec.File.Origins {
 		origins[o.Node] = true
+	}
+	if w.swarm == nil {
+		// --swarm off: any same-IDC holder over node streams, or nothing.
+		if done, err := w.fetchDirect(ctx, t, obj, origins, stats); done {
+			return err
+		}
+		return fmt.Errorf("this agent runs no file swarm (--swarm off) and no holder of %s in IDC %s could be reached over node streams", obj.Name, w.cfg.IDC)
 	}
 	if spec.Rate > 0 {
 		w.swarm.SetRates(w.cfg.UploadRate, spec.Rate)
@@ -208,7 +215,7 @@ func (w *Worker) fetchDirect(ctx context.Context, t Task, obj transfer.Object, o
 		} else {
 			stats.FromPeers = obj.Size
 		}
-		return true, w.swarm.Seed(obj)
+		return true, w.seed(obj)
 	}
 	if len(errs) == 0 {
 		return false, nil
@@ -402,6 +409,14 @@ func writeMetaChunks(ctx context.Context, srv *consensus.Server, sha string, raw
 		}
 	}
 	return nil
+}
+
+// seed serves obj to the swarm, if this agent runs one.
+func (w *Worker) seed(obj transfer.Object) error {
+	if w.swarm == nil {
+		return nil
+	}
+	return w.swarm.Seed(obj)
 }
 
 func (w *Worker) swarmAddr() string {

@@ -33,6 +33,8 @@ const (
 	DefaultAPIPort    = 7600
 	DefaultWANPort    = 7948
 	DefaultSwarmPort  = 7949
+	// SwarmOff as Config.Swarm (--swarm off) runs no file swarm.
+	SwarmOff = "off"
 )
 
 // Config is everything `herd agent` needs. Flags, HERD_* environment
@@ -97,7 +99,9 @@ type Config struct {
 	// scripts it ran (the control group keeps head and tail). Default 7 days.
 	OutputRetention time.Duration
 	// Swarm is the "ip:port" the file swarm listens on (peer-to-peer
-	// pushes). Default 0.0.0.0:7948.
+	// pushes). Default 0.0.0.0:7949. SwarmOff ("off") runs no swarm: the
+	// node still receives files under 4 MiB and --no-swarm pushes over node
+	// streams, but neither fetches nor seeds larger ones.
 	Swarm string
 	// UploadRate and DownloadRate cap this node's swarm traffic in bytes
 	// per second; 0 means unlimited.
@@ -250,8 +254,10 @@ func (c *Config) Validate() error {
 	if c.OutputRetention < time.Minute {
 		return fmt.Errorf("output-retention: %s is too short (minimum 1m)", c.OutputRetention)
 	}
-	if _, _, err := splitHostPort("swarm", c.Swarm); err != nil {
-		return err
+	if c.Swarm != SwarmOff {
+		if _, _, err := splitHostPort("swarm", c.Swarm); err != nil {
+			return err
+		}
 	}
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return fmt.Errorf("upload-rate/download-rate must not be negative")

@@ -56,6 +56,13 @@ func (a *Agent) startContent() error {
 	if err != nil {
 		return fmt.Errorf("content store: %w", err)
 	}
+	if a.digests, err = transfer.OpenDigestCache(filepath.Join(a.cfg.DataDir, "content", "digests.db")); err != nil {
+		return err
+	}
+	a.content = st
+	if a.cfg.Swarm == SwarmOff {
+		return nil
+	}
 	sw, err := transfer.NewSwarm(transfer.SwarmConfig{
 		Store: st, ListenAddr: a.cfg.Swarm,
 		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
@@ -64,10 +71,7 @@ func (a *Agent) startContent() error {
 	if err != nil {
 		return fmt.Errorf("file swarm on %s: %w", a.cfg.Swarm, err)
 	}
-	a.content, a.swarm = st, sw
-	if a.digests, err = transfer.OpenDigestCache(filepath.Join(a.cfg.DataDir, "content", "digests.db")); err != nil {
-		return err
-	}
+	a.swarm = sw
 	ip, err := a.advertiseIP()
 	if err != nil {
 		return err
