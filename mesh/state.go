@@ -362,21 +362,16 @@ func (t *memberTable) members() []Member {
 
 // rangeMembers calls fn for each listed member in name order, under the
 // read lock, until fn returns false.
-func (t *memberTable) rangeMembers(fn func(*Member) bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for _, e := range t.sorted {
-		if e.present && !fn(&e.m) {
-			return
-		}
-	}
-}
+func (t *memberTable) rangeMembers(fn func(*Member) bool) { t.rangeIn(&t.sorted, fn) }
 
 // rangeRoled is rangeMembers over the members whose meta carries a role.
-func (t *memberTable) rangeRoled(fn func(*Member) bool) {
+func (t *memberTable) rangeRoled(fn func(*Member) bool) { t.rangeIn(&t.roled, fn) }
+
+// rangeIn walks *list (read under the lock: the table replaces its slices).
+func (t *memberTable) rangeIn(list *[]*entry, fn func(*Member) bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for _, e := range t.roled {
+	for _, e := range *list {
 		if e.present && !fn(&e.m) {
 			return
 		}
