@@ -263,11 +263,11 @@ func (s *Server) leaderMember() (mesh.Member, error) {
 
 // controlMembers lists alive members of this IDC's control group, the
 // leader first, then voters, then non-voters.
-// It ranges over the pool rather than copying it: a few control members
-// among thousands of nodes.
+// It ranges over the members that carry a role (an index: a few control
+// members among thousands of nodes), not the pool.
 func (s *Server) controlMembers() []mesh.Member {
 	var leader, voters, nonvoters []mesh.Member
-	s.cfg.LAN.RangeMembers(func(m *mesh.Member) bool {
+	s.cfg.LAN.RangeRoled(func(m *mesh.Member) bool {
 		if !isLive(m.Status) {
 			return true
 		}

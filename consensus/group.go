@@ -498,9 +498,9 @@ func (g *Group) orphaned(m *member, now time.Time) string {
 
 // gossipLeader returns the name of a live member advertising RoleLeader.
 // Every call to the leader from a node outside the group asks, so it
-// ranges over the pool rather than copying it.
+// ranges over the role index, not the pool.
 func (g *Group) gossipLeader() (name string) {
-	g.cfg.Mesh.RangeMembers(func(mem *mesh.Member) bool {
+	g.cfg.Mesh.RangeRoled(func(mem *mesh.Member) bool {
 		if isLive(mem.Status) && slices.Contains(mem.Meta.Roles, RoleLeader) {
 			name = mem.Name
 			return false

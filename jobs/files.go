@@ -136,9 +136,7 @@ func (s *Service) RemoveFile(ctx context.Context, sha string) error {
 		return err
 	}
 	if w := s.worker; w != nil && w.content != nil {
-		if w.swarm != nil {
-			w.swarm.Drop(sha)
-		}
+		w.unseed(sha)
 		if err := w.content.Remove(sha); err != nil && !errors.Is(err, transfer.ErrNotFound) {
 			return err
 		}

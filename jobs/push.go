@@ -108,9 +108,7 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
 	if stored && errors.Is(err, transfer.ErrDigestMismatch) {
 		w.log.Warn("stored copy is damaged; fetching it again", "run", t.RunID, "sha256", spec.File.SHA256, "error", err)
-		if w.swarm != nil {
-			w.swarm.Drop(spec.File.SHA256)
-		}
+		w.unseed(spec.File.SHA256)
 		if rerr := w.content.Remove(spec.File.SHA256); rerr != nil {
 			return fail(fmt.Errorf("%w; removing the damaged copy: %v", err, rerr))
 		}
@@ -417,6 +415,13 @@ func (w *Worker) seed(obj transfer.Object) error {
 		return nil
 	}
 	return w.swarm.Seed(obj)
+}
+
+// unseed stops serving sha256 to the swarm, if this agent runs one.
+func (w *Worker) unseed(sha256 string) {
+	if w.swarm != nil {
+		w.swarm.Drop(sha256)
+	}
 }
 
 func (w *Worker) swarmAddr() string {

@@ -418,6 +418,7 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		e.fetch = nil
 		s.mu.Unlock()
 	}()
+	var resumed, wasted int64
 	stats := func() FetchStats {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
@@ -425,13 +426,13 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		for k, v := range fc.byPeer {
 			m[k] = v
 		}
-		return FetchStats{Bytes: fc.total, FromPeer: m, Duration: time.Since(start)}
+		return FetchStats{Bytes: fc.total, FromPeer: m, Resumed: resumed, Wasted: wasted, Duration: time.Since(start)}
 	}
 	if e.complete() { // a concurrent Fetch finished it
 		return stats(), nil
 	}
 	t := e.t
-	resumed := verifiedBytes(t, obj)
+	resumed = verifiedBytes(t, obj)
 	t.AddPeers(s.peerInfos(peers))
 	t.DownloadAll()
 	if fo.stagger {
@@ -449,13 +450,10 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		select {
 		case <-ctx.Done():
 			st := stats()
-			st.Resumed = resumed
 			s.forget(e) // stop downloading; pieces stay for resume
 			return st, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, ctx.Err())
 		case <-t.Closed():
-			st := stats()
-			st.Resumed = resumed
-			return st, fmt.Errorf("transfer: fetch %s: dropped", obj.SHA256)
+			return stats(), fmt.Errorf("transfer: fetch %s: dropped", obj.SHA256)
 		case <-t.Complete().On():
 			waiting = false
 		case <-tick.C:
@@ -464,15 +462,9 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	}
 	report()
 	cs := t.Stats().ConnStats
-	wasted := max(cs.BytesReadData.Int64()-cs.BytesReadUsefulData.Int64(), 0)
-	if err := s.finish(ctx, e, mi); err != nil {
-		st := stats()
-		st.Resumed, st.Wasted = resumed, wasted
-		return st, err
-	}
-	st := stats()
-	st.Resumed, st.Wasted = resumed, wasted
-	return st, nil
+	wasted = max(cs.BytesReadData.Int64()-cs.BytesReadUsefulData.Int64(), 0)
+	err = s.finish(ctx, e, mi)
+	return stats(), err
 }
 
 // finish verifies a fully downloaded object and moves it into the store;
