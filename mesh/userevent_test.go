@@ -6,10 +6,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestUserEventsExactlyOnce(t *testing.T) {
-	slow := func(_ int, cfg *Config) { cfg.HealthInterval = time.Hour } // keep broadcast queues quiet
+	slow := func(_ int, cfg *Config) {
+		cfg.HealthInterval = time.Hour // keep broadcast queues quiet
+		// Epidemic spread is probabilistic: in a pool of 5, memberlist
+		// sends each broadcast 4 times per holder (RetransmitMult 4 ×
+		// log10 of the pool), so a node misses a given event with p ≈
+		// (3/4)^20 and one of this test's 40 deliveries failed about once
+		// in 15 runs. This test is about exactly-once delivery, not the
+		// epidemic's reach: more retransmits make a miss negligible.
+		tune := cfg.Memberlist
+		cfg.Memberlist = func(c *memberlist.Config) {
+			tune(c)
+			c.RetransmitMult = 12
+		}
+	}
 	nodes := startCluster(t, 5, slow)
 	cols := make([]*collector, len(nodes))
 	for i, m := range nodes {
