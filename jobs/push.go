@@ -98,21 +98,34 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	if err != nil {
 		return fail(err)
 	}
-	if err := w.fetch(ctx, t, stats); err != nil {
-		return fail(err)
-	}
 	opts := transfer.InstallOptions{Mode: mode, Owner: spec.Owner, Mkdir: spec.Mkdir}
 	if stored {
 		opts.MD5 = spec.File.MD5
+		if err := w.fetch(ctx, t, stats, nil); err != nil { // seeds it
+			return fail(err)
+		}
+		err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
+	} else {
+		// DEST is staged before the fetch: a bad destination, owner or
+		// full disk fails the host at once, and the swarm copies pieces
+		// into place as they verify.
+		var stage *transfer.Staging
+		if stage, err = transfer.Stage(dest, spec.File.Size, opts); err != nil {
+			return fail(err)
+		}
+		if err := w.fetch(ctx, t, stats, stage); err != nil {
+			stage.Abort()
+			return fail(err)
+		}
+		err = stage.Commit(ctx, w.content.Path(spec.File.SHA256))
 	}
-	err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
 	if stored && errors.Is(err, transfer.ErrDigestMismatch) {
 		w.log.Warn("stored copy is damaged; fetching it again", "run", t.RunID, "sha256", spec.File.SHA256, "error", err)
 		w.unseed(spec.File.SHA256)
 		if rerr := w.content.Remove(spec.File.SHA256); rerr != nil {
 			return fail(fmt.Errorf("%w; removing the damaged copy: %v", err, rerr))
 		}
-		if err := w.fetch(ctx, t, stats); err != nil {
+		if err := w.fetch(ctx, t, stats, nil); err != nil {
 			return fail(err)
 		}
 		opts.MD5 = ""
@@ -131,8 +144,9 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 	return res
 }
 
-// fetch puts the push's object into the local content store.
-func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats) error {
+// fetch puts the push's object into the local content store. A swarm
+// fetch copies its pieces into stage (if not nil) as they verify.
+func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats, stage *transfer.Staging) error {
 	spec := t.Push
 	obj := fileObject(spec.File)
 	if _, ok, err := w.content.Get(obj.SHA256); err != nil {
@@ -160,7 +174,7 @@ func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats) 
 			return err
 		}
 	}
-	return w.fetchSwarm(ctx, t, obj, origins, stats)
+	return w.fetchSwarm(ctx, t, obj, origins, stats, stage)
 }
 
 // fetchDirect copies obj over node streams from a same-IDC holder: an
@@ -223,7 +237,7 @@ func (w *Worker) fetchDirect(ctx context.Context, t Task, obj transfer.Object, o
 
 // fetchSwarm joins the object's private swarm with peers from the leader,
 // refreshing them while it runs.
-func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, origins map[string]bool, stats *model.TransferStats) error {
+func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, origins map[string]bool, stats *model.TransferStats, stage *transfer.Staging) error {
 	var mi *metainfo.MetaInfo
 	var peers PeersResponse
 	err := untilAvailable(ctx, func() (err error) {
@@ -277,7 +291,11 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	h := fnv.New64a()
 	h.Write([]byte(obj.SHA256 + "\x00" + t.Host))
 	start := float64(h.Sum64()%1000) / 1000
-	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) }, transfer.StartAt(start))
+	opts := []transfer.FetchOption{transfer.StartAt(start)}
+	if stage != nil {
+		opts = append(opts, transfer.MirrorTo(stage))
+	}
+	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) }, opts...)
 	stats.Bytes, stats.Resumed, stats.Wasted = fs.Bytes, fs.Resumed, fs.Wasted
 	stats.FromNode, stats.ByIDC = map[string]int64{}, map[string]int64{}
 	cancel() // stop the refresher before reading idcOf

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -277,4 +278,80 @@ func TestInstallVerifiesMD5(t *testing.T) {
 	if b, _ := os.ReadFile(dest); string(b) != "hello\n" {
 		t.Fatalf("dest is %q", b)
 	}
+}
+
+// A Staging filled in part by CopyRange (a swarm fetch's verified pieces)
+// is completed by Commit from the source; a second install of the same
+// DEST at the same time stages a file of its own; Abort leaves nothing.
+func TestStaging(t *testing.T) {
+	ctx := context.Background()
+	data := randomBytes(1<<20+123, 7)
+	srcPath := writeTemp(t, "src", data)
+	src, err := os.Open(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "app.bin")
+
+	a, err := Stage(dest, int64(len(data)), InstallOptions{Mode: 0o600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Stage(dest, int64(len(data)), InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.tmp.Name() == b.tmp.Name() {
+		t.Fatalf("two installs of %s share %s", dest, a.tmp.Name())
+	}
+	// Pieces out of order, one twice, a gap at the start, the middle and the end.
+	for _, r := range [][2]int64{{512 << 10, 256 << 10}, {100, 1000}, {512 << 10, 256 << 10}, {5000, 70000}} {
+		if err := a.CopyRange(src, r[0], r[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.CopyRange(src, int64(len(data))-10, 11); err == nil {
+		t.Fatal("a range past the end was accepted")
+	}
+	want := [][2]int64{{0, 100}, {1100, 3900}, {75000, 512<<10 - 75000}, {768 << 10, int64(len(data)) - 768<<10}}
+	if got := a.gaps(); !slices.Equal(got, want) {
+		t.Fatalf("gaps %v, want %v", got, want)
+	}
+	b.Abort()
+	if err := a.Commit(ctx, srcPath); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, dest, data)
+	if fi, _ := os.Stat(dest); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	if err := a.Commit(ctx, srcPath); err == nil {
+		t.Fatal("a second Commit was accepted")
+	}
+	assertNoTemps(t, dir)
+
+	// A source of another size than staged is refused; DEST stays.
+	c, err := Stage(dest, 10, InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Commit(ctx, srcPath); err == nil || !strings.Contains(err.Error(), "were staged") {
+		t.Fatalf("size mismatch: %v", err)
+	}
+	fileEquals(t, dest, data)
+	assertNoTemps(t, dir)
+
+	// An empty file.
+	empty := writeTemp(t, "empty", nil)
+	e, err := Stage(filepath.Join(dir, "empty"), 0, InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Commit(ctx, empty); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, filepath.Join(dir, "empty"), []byte{})
+	assertNoTemps(t, dir)
 }

@@ -89,6 +89,8 @@ type swarmEntry struct {
 
 	bookOnce sync.Once
 	book     *revealBook // super-seeding state, once complete
+
+	mirror atomic.Pointer[pieceMirror] // set while a Fetch mirrors pieces (MirrorTo)
 }
 
 // revealBook returns the object's super-seeding book, made on first use.
@@ -438,6 +440,9 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	if fo.stagger {
 		staggerPieces(t, fo.start)
 	}
+	if fo.mirror != nil {
+		defer startMirror(e, fo.mirror)()
+	}
 
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
@@ -531,6 +536,15 @@ type FetchOption func(*fetchOptions)
 type fetchOptions struct {
 	stagger bool
 	start   float64
+	mirror  *Staging
+}
+
+// MirrorTo copies every piece into st as it verifies, and the pieces
+// already verified when the fetch starts, so that st.Commit has (almost)
+// nothing left to copy. Mirroring is best effort: a piece it misses is
+// copied by Commit.
+func MirrorTo(st *Staging) FetchOption {
+	return func(o *fetchOptions) { o.mirror = st }
 }
 
 // StartAt makes the fetch want the half of the pieces that follows

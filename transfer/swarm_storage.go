@@ -124,7 +124,13 @@ func (p filePiece) MarkComplete() error {
 	if err := p.t.f.Sync(); err != nil {
 		return fmt.Errorf("sync piece %d: %w", p.index, err)
 	}
-	return setPieceDone(p.t.db, p.t.e.obj.SHA256, p.index, true)
+	if err := setPieceDone(p.t.db, p.t.e.obj.SHA256, p.index, true); err != nil {
+		return err
+	}
+	if m := p.t.e.mirror.Load(); m != nil {
+		m.add(p.index)
+	}
+	return nil
 }
 
 func (p filePiece) MarkNotComplete() error {

@@ -137,11 +137,18 @@ func TestSwarmResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	fctx, stop := context.WithCancel(ctx)
+	// DEST is staged and mirrored into as pieces verify (MirrorTo).
+	destDir := t.TempDir()
+	dest := filepath.Join(destDir, "app.bin")
+	stage1, err := Stage(dest, obj.Size, InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	stats1, err := l1.Fetch(fctx, obj, mi, peers, func(p FetchProgress) {
 		if p.Done >= 8<<20 {
 			stop()
 		}
-	})
+	}, MirrorTo(stage1))
 	if err == nil {
 		t.Fatal("first fetch completed despite the cancel")
 	}
@@ -149,16 +156,34 @@ func TestSwarmResume(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	t.Logf("first fetch: %d bytes, err %v", stats1.Bytes, err)
+	stage1.tmp.Close() // the agent died: its staging file stays, unlocked
 
 	st2, err := OpenStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l2 := newTestSwarm(t, st2, "127.0.2.2", nil)
-	stats2, err := l2.Fetch(ctx, obj, mi, peers, nil)
+	stage2, err := Stage(dest, obj.Size, InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stage2.tmp.Name() != stage1.tmp.Name() {
+		t.Errorf("the restarted install staged %s, not the dead one's %s", stage2.tmp.Name(), stage1.tmp.Name())
+	}
+	stats2, err := l2.Fetch(ctx, obj, mi, peers, nil, MirrorTo(stage2))
 	if err != nil {
 		t.Fatalf("resumed fetch: %v", err)
 	}
+	// Every piece, the resumed ones too, was copied into DEST's staging
+	// file before Fetch returned: Commit has nothing left to copy.
+	if gaps := stage2.gaps(); len(gaps) != 0 {
+		t.Errorf("not mirrored: %v", gaps)
+	}
+	if err := stage2.Commit(ctx, st2.Path(obj.SHA256)); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, dest, data)
+	assertNoTemps(t, destDir)
 	t.Logf("resumed: %d bytes already verified, %d fetched", stats2.Resumed, stats2.Bytes)
 	fileEquals(t, st2.Path(obj.SHA256), data)
 	if stats2.Resumed < 8<<20 {
