@@ -63,10 +63,11 @@ type FetchStats struct {
 type Swarm struct {
 	store  *Store
 	cl     *torrent.Client
-	ln     net.Listener // the client's only listener; see seedListener
+	ln     net.Listener // the client's only listener; see swarmListener
 	db     *bbolt.DB
 	up     *rate.Limiter
 	down   *rate.Limiter
+	slots  *uploadSlots // nil: unlimited
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -133,23 +134,28 @@ func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
 		byIH:    map[metainfo.Hash]*swarmEntry{},
 		peerNam: map[string]string{},
 	}
+	if c.UploadSlots > 0 {
+		s.slots = newUploadSlots(c.UploadSlots)
+	}
 	network := "tcp4"
 	if ap.Addr().Is6() {
 		network = "tcp6"
 	}
 	ln, err := net.Listen(network, ap.String())
 	if err != nil {
+		s.closeSlots()
 		db.Close()
 		return nil, fmt.Errorf("transfer: start swarm on %s: %w", c.ListenAddr, err)
 	}
 	cl, err := torrent.NewClient(s.clientConfig(c, ap))
 	if err != nil {
+		s.closeSlots()
 		ln.Close()
 		db.Close()
 		return nil, fmt.Errorf("transfer: start swarm on %s: %w", c.ListenAddr, err)
 	}
 	s.cl, s.ln = cl, ln
-	cl.AddListener(seedListener{Listener: ln, s: s})
+	cl.AddListener(swarmListener{Listener: ln, s: s})
 	cl.AddDialer(newBoundDialer(ap, s))
 	return s, nil
 }
@@ -175,7 +181,14 @@ func (s *Swarm) Close() error {
 	// once the client is closed (it retries otherwise).
 	errs := s.cl.Close()
 	errs = append(errs, s.ln.Close(), s.db.Close())
+	s.closeSlots()
 	return errors.Join(errs...)
+}
+
+func (s *Swarm) closeSlots() {
+	if s.slots != nil {
+		s.slots.close()
+	}
 }
 
 func (s *Swarm) entryByInfoHash(ih metainfo.Hash) *swarmEntry {

@@ -44,6 +44,10 @@ type SwarmConfig struct {
 	MaxConnsPerTorrent int
 	// MaxUnverifiedBytes: default DefaultMaxUnverifiedBytes.
 	MaxUnverifiedBytes int64
+	// UploadSlots is how many peers the swarm uploads to at once (see
+	// slots.go): default DefaultUploadSlots; negative lets anacrolix serve
+	// every interested peer at once.
+	UploadSlots int
 	// Logger receives the swarm's logs and anacrolix's. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +59,7 @@ func DefaultSwarmConfig() *SwarmConfig {
 		ListenAddr:         DefaultSwarmListenAddr,
 		MaxConnsPerTorrent: DefaultMaxConnsPerTorrent,
 		MaxUnverifiedBytes: DefaultMaxUnverifiedBytes,
+		UploadSlots:        DefaultUploadSlots,
 		Logger:             slog.Default(),
 	}
 }
@@ -69,6 +74,9 @@ func (c SwarmConfig) withDefaults() (SwarmConfig, netip.AddrPort, error) {
 	}
 	if c.MaxUnverifiedBytes == 0 {
 		c.MaxUnverifiedBytes = def.MaxUnverifiedBytes
+	}
+	if c.UploadSlots == 0 {
+		c.UploadSlots = def.UploadSlots
 	}
 	if c.Logger == nil {
 		c.Logger = def.Logger
@@ -169,7 +177,7 @@ func (b boundDialer) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newSeedConn(c, b.s), nil
+	return newSwarmConn(c, b.s), nil
 }
 
 func (b boundDialer) DialerNetwork() string { return b.network }
