@@ -293,7 +293,7 @@ func (w *Worker) fetchSwarm(ctx context.Context, t Task, obj transfer.Object, or
 	start := float64(h.Sum64()%1000) / 1000
 	opts := []transfer.FetchOption{transfer.StartAt(start)}
 	if stage != nil {
-		opts = append(opts, transfer.MirrorTo(stage))
+		opts = append(opts, transfer.InstallTo(stage))
 	}
 	fs, err := w.swarm.Fetch(fctx, obj, mi, peers.Peers, func(p transfer.FetchProgress) { done.Store(p.Done) }, opts...)
 	stats.Bytes, stats.Resumed, stats.Wasted = fs.Bytes, fs.Resumed, fs.Wasted

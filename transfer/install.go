@@ -211,7 +211,7 @@ func Install(ctx context.Context, src, dest string, opt InstallOptions) error {
 
 // Staging is an install begun before its source is whole: the temporary
 // file in DEST's directory exists from the start, and a swarm fetch copies
-// each piece into it as the piece verifies (MirrorTo). Commit then copies
+// each piece into it as the piece verifies (InstallTo). Commit then copies
 // only what is missing. Copying a whole file after its last byte arrived
 // was most of a finishing host's work: when 20 hosts finished a 200 MB
 // push together, their copies kept both cores busy for ~4 s while the
@@ -228,11 +228,14 @@ type Staging struct {
 	mode       os.FileMode
 	owner, md5 string
 	tmp        *os.File
+	name       string // tmp's path (tmp.Name() is stale once a file is adopted)
 
-	mu     sync.Mutex
-	copied map[int64]int64 // offset → length of the ranges already in tmp
-	err    error           // the first failed CopyRange, returned by Commit
-	ended  bool            // committed or aborted
+	mu      sync.Mutex
+	copied  map[int64]int64 // offset → length of the ranges already in tmp
+	adopted bool            // tmp is a whole source moved in (adopt)
+	renamed bool            // tmp is DEST now
+	err     error           // the first failed CopyRange, returned by Commit
+	ended   bool            // committed or aborted
 }
 
 // Stage checks DEST and the options, creates missing parents with
@@ -279,7 +282,7 @@ func Stage(dest string, size int64, opt InstallOptions) (*Staging, error) {
 	if err != nil {
 		return nil, installErr(err, dest, size, free, "create temporary file in %s", dir)
 	}
-	return &Staging{dest: dest, size: size, free: free, uid: uid, gid: gid, mode: mode, owner: opt.Owner, md5: opt.MD5, tmp: tmp,
+	return &Staging{dest: dest, size: size, free: free, uid: uid, gid: gid, mode: mode, owner: opt.Owner, md5: opt.MD5, tmp: tmp, name: tmp.Name(),
 		copied: map[int64]int64{}}, nil
 }
 
@@ -323,6 +326,47 @@ func (s *Staging) CopyRange(src *os.File, off, n int64) error {
 	return nil
 }
 
+// sameFilesystem reports whether path is on the staging file's filesystem,
+// where a file can be moved into place instead of copied (adopt).
+func (s *Staging) sameFilesystem(path string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(path, &a) != nil || unix.Fstat(int(s.tmp.Fd()), &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev
+}
+
+// adopt moves the whole, verified file at path into the staging file's
+// place, so that Commit copies nothing. It fails (and path stays) unless
+// path is on the same filesystem and the Staging takes no MD5 check.
+func (s *Staging) adopt(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.md5 != "" {
+		return fmt.Errorf("transfer: install %s: cannot adopt %s", s.dest, path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != s.size || !fi.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("transfer: install %s: cannot adopt %s (%v)", s.dest, path, err)
+	}
+	// Locked before it takes the name, as openStagingFile's files are.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return err
+	}
+	if err := os.Rename(path, s.name); err != nil {
+		f.Close()
+		return err
+	}
+	s.tmp.Close() // its file was replaced, and so unlinked
+	s.tmp, s.adopted = f, true
+	return nil
+}
+
 // Commit copies what CopyRange did not from src (the whole source), syncs,
 // sets owner and mode and renames the file into place: DEST is never a
 // partial file. With InstallOptions.MD5 set the whole source is copied
@@ -339,14 +383,25 @@ func (s *Staging) Commit(ctx context.Context, src string) (err error) {
 	s.mu.Unlock()
 	dest, tmp, size, free := s.dest, s.tmp, s.size, s.free
 	defer func() {
-		if err != nil {
+		if err != nil && !s.renamed {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			os.Remove(s.name)
 		}
 	}()
 	if merr != nil {
 		return installErr(merr, dest, size, free, "write")
 	}
+	if !s.adopted {
+		if err = s.fill(ctx, src); err != nil {
+			return err
+		}
+	}
+	return s.finishInstall()
+}
+
+// fill copies into tmp what it lacks from src.
+func (s *Staging) fill(ctx context.Context, src string) (err error) {
+	dest, tmp, size, free := s.dest, s.tmp, s.size, s.free
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("transfer: install %s: open source: %w", dest, err)
@@ -380,6 +435,13 @@ func (s *Staging) Commit(ctx context.Context, src string) (err error) {
 			}
 		}
 	}
+	return nil
+}
+
+// finishInstall syncs tmp, gives it its owner and mode and renames it
+// over DEST.
+func (s *Staging) finishInstall() (err error) {
+	dest, tmp, size, free := s.dest, s.tmp, s.size, s.free
 	if err = tmp.Sync(); err != nil {
 		return installErr(err, dest, size, free, "sync")
 	}
@@ -394,9 +456,10 @@ func (s *Staging) Commit(ctx context.Context, src string) (err error) {
 	}
 	// Renamed before it is closed: its lock keeps a concurrent install of
 	// DEST off the name until then.
-	if err = os.Rename(tmp.Name(), dest); err != nil {
+	if err = os.Rename(s.name, dest); err != nil {
 		return installErr(err, dest, size, free, "rename into place")
 	}
+	s.renamed = true
 	if err = tmp.Close(); err != nil {
 		return installErr(err, dest, size, free, "close")
 	}
@@ -416,7 +479,7 @@ func (s *Staging) Abort() {
 	}
 	s.ended = true
 	s.tmp.Close()
-	os.Remove(s.tmp.Name())
+	os.Remove(s.name)
 }
 
 // gaps returns the [offset, length] ranges of the file not yet copied.

@@ -6,7 +6,7 @@ import (
 )
 
 // pieceMirror copies an object's pieces into a Staging as they verify
-// (see MirrorTo). Piece completions arrive on anacrolix's hashing
+// (see InstallTo). Piece completions arrive on anacrolix's hashing
 // goroutines, which must not wait for a copy: they queue the piece, and
 // the mirror's own goroutine copies it from the partial file.
 type pieceMirror struct {

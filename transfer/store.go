@@ -3,6 +3,7 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -369,6 +370,32 @@ func (s *Store) commit(tmpPath string, obj Object, mi *metainfo.MetaInfo) (Objec
 		return Object{}, fmt.Errorf("transfer: commit %s: %w", obj.SHA256, err)
 	}
 	return obj, nil
+}
+
+// putCopy copies the object obj from src into the store, checking its
+// SHA-256 on the way, and commits it with its metainfo.
+func (s *Store) putCopy(ctx context.Context, src *os.File, obj Object, mi *metainfo.MetaInfo) error {
+	tmp, err := os.CreateTemp(s.tmpDir(), "copy-*")
+	if err != nil {
+		return fmt.Errorf("transfer: store %s: %w", obj.SHA256, err)
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(tmp, io.TeeReader(ctxReader{ctx, io.NewSectionReader(src, 0, obj.Size+1)}, h))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("transfer: store %s: %w", obj.SHA256, err)
+	}
+	if sha := hex.EncodeToString(h.Sum(nil)); sha != obj.SHA256 || n != obj.Size {
+		return fmt.Errorf("transfer: store %s: %w: the file now has sha256 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, n)
+	}
+	_, err = s.commit(tmp.Name(), obj, mi)
+	return err
 }
 
 // writeFileAtomic writes b to path via a synced temporary file and rename.

@@ -70,6 +70,10 @@ type Swarm struct {
 	slots  *uploadSlots // nil: unlimited
 	logger *slog.Logger
 
+	bg     sync.WaitGroup // copies back into the store (copyBack)
+	bgCtx  context.Context
+	bgStop context.CancelFunc
+
 	mu      sync.Mutex
 	bySHA   map[string]*swarmEntry
 	byIH    map[metainfo.Hash]*swarmEntry
@@ -91,7 +95,9 @@ type swarmEntry struct {
 	bookOnce sync.Once
 	book     *revealBook // super-seeding state, once complete
 
-	mirror atomic.Pointer[pieceMirror] // set while a Fetch mirrors pieces (MirrorTo)
+	mirror  atomic.Pointer[pieceMirror] // set while a Fetch mirrors pieces (InstallTo)
+	storage atomic.Pointer[fileTorrent] // the open file, once anacrolix opened it
+	storing chan struct{}               // closed when a copy back into the store ends; guarded by Swarm.mu
 }
 
 // revealBook returns the object's super-seeding book, made on first use.
@@ -137,6 +143,7 @@ func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
 	if c.UploadSlots > 0 {
 		s.slots = newUploadSlots(c.UploadSlots)
 	}
+	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
 	network := "tcp4"
 	if ap.Addr().Is6() {
 		network = "tcp6"
@@ -177,6 +184,8 @@ func (s *Swarm) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.bgStop()
+	s.bg.Wait()
 	// The client first: its accept loop ends on the listener's error only
 	// once the client is closed (it retries otherwise).
 	errs := s.cl.Close()
@@ -444,7 +453,7 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		return FetchStats{Bytes: fc.total, FromPeer: m, Resumed: resumed, Wasted: wasted, Duration: time.Since(start)}
 	}
 	if e.complete() { // a concurrent Fetch finished it
-		return stats(), nil
+		return stats(), s.awaitStored(ctx, e)
 	}
 	t := e.t
 	resumed = verifiedBytes(t, obj)
@@ -453,8 +462,15 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	if fo.stagger {
 		staggerPieces(t, fo.start)
 	}
-	if fo.mirror != nil {
-		defer startMirror(e, fo.mirror)()
+	// On DEST's filesystem the finished file is moved into place (finish);
+	// elsewhere each piece is copied there as it verifies.
+	var moveTo *Staging
+	if st := fo.stage; st != nil {
+		if st.sameFilesystem(e.partialPath()) {
+			moveTo = st
+		} else {
+			defer startMirror(e, st)()
+		}
 	}
 
 	tick := time.NewTicker(progressInterval)
@@ -481,7 +497,7 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	report()
 	cs := t.Stats().ConnStats
 	wasted = max(cs.BytesReadData.Int64()-cs.BytesReadUsefulData.Int64(), 0)
-	err = s.finish(ctx, e, mi)
+	err = s.finish(ctx, e, mi, moveTo)
 	return stats(), err
 }
 
@@ -494,7 +510,12 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 // record it sits with; the MD5 is not recomputed (it was a fifth of a
 // receiving host's CPU in a 20-host push): it is the record's, and the
 // SHA-256 ties the bytes to that record.
-func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo) error {
+//
+// With moveTo, the file is moved into DEST's staging file instead (Commit
+// then only renames it into place) and copied back into the store in the
+// background: the push's critical path has no copy at all. Until the copy
+// is in the store, the torrent seeds from DEST's file.
+func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo, moveTo *Staging) error {
 	obj := e.obj
 	f, err := os.Open(e.partialPath())
 	if err != nil {
@@ -514,14 +535,74 @@ func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo
 		forgetPieces(s.db, obj.SHA256)
 		return fmt.Errorf("transfer: fetch %s: %w: got sha256 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, n)
 	}
+	// The piece records go first: they must not outlive the file's place.
+	if err := forgetPieces(s.db, obj.SHA256); err != nil {
+		s.logger.Warn("transfer: forget piece records", "sha256", obj.SHA256, "err", err)
+	}
+	if moveTo != nil {
+		if src, err := os.Open(e.partialPath()); err == nil {
+			if err := moveTo.adopt(e.partialPath()); err == nil {
+				e.fetched.Store(true)
+				e.done.Store(true)
+				os.RemoveAll(e.partial)
+				s.copyBack(e, mi, src)
+				return nil
+			}
+			src.Close()
+		}
+	}
 	if _, err := s.store.commit(e.partialPath(), obj, mi); err != nil {
 		return err
 	}
 	e.fetched.Store(true)
 	e.done.Store(true)
 	os.RemoveAll(e.partial)
-	if err := forgetPieces(s.db, obj.SHA256); err != nil {
-		s.logger.Warn("transfer: forget piece records", "sha256", obj.SHA256, "err", err)
+	return nil
+}
+
+// copyBack copies an object moved out to DEST (src is open on it) into
+// the store, verifying its SHA-256 on the way (DEST may have changed since),
+// and then seeds from the store's copy.
+func (s *Swarm) copyBack(e *swarmEntry, mi *metainfo.MetaInfo, src *os.File) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	e.storing = done
+	s.mu.Unlock()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer close(done)
+		defer src.Close()
+		if err := s.store.putCopy(s.bgCtx, src, e.obj, mi); err != nil {
+			s.logger.Warn("transfer: copy into the content store failed; this node will not hold the object",
+				"sha256", e.obj.SHA256, "err", err)
+			return
+		}
+		if ft := e.storage.Load(); ft != nil {
+			if f, err := os.Open(s.store.objectBase(e.obj.SHA256)); err == nil {
+				ft.swap(f)
+			}
+		}
+	}()
+}
+
+// awaitStored waits for e's copy back into the store, if one runs, and
+// reports whether the store has the object.
+func (s *Swarm) awaitStored(ctx context.Context, e *swarmEntry) error {
+	s.mu.Lock()
+	ch := e.storing
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("transfer: fetch %s: %w", e.obj.SHA256, ctx.Err())
+		}
+	}
+	if _, ok, err := s.store.Get(e.obj.SHA256); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("transfer: fetch %s: the copy into the content store failed", e.obj.SHA256)
 	}
 	return nil
 }
@@ -549,15 +630,17 @@ type FetchOption func(*fetchOptions)
 type fetchOptions struct {
 	stagger bool
 	start   float64
-	mirror  *Staging
+	stage   *Staging
 }
 
-// MirrorTo copies every piece into st as it verifies, and the pieces
-// already verified when the fetch starts, so that st.Commit has (almost)
-// nothing left to copy. Mirroring is best effort: a piece it misses is
-// copied by Commit.
-func MirrorTo(st *Staging) FetchOption {
-	return func(o *fetchOptions) { o.mirror = st }
+// InstallTo makes the fetch fill st, so that st.Commit has (almost)
+// nothing left to copy. On st's filesystem the finished file is moved into
+// it, and copied back into the store afterwards, off the push's critical
+// path; elsewhere every piece is copied into st as it verifies (and the
+// pieces verified before the fetch started), a piece missed being left to
+// Commit.
+func InstallTo(st *Staging) FetchOption {
+	return func(o *fetchOptions) { o.stage = st }
 }
 
 // StartAt makes the fetch want the half of the pieces that follows

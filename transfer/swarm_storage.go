@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -42,7 +43,9 @@ func (st swarmStorage) OpenTorrent(_ context.Context, info *metainfo.Info, infoH
 	if err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("transfer: open storage for %s: %w", e.obj.SHA256, err)
 	}
-	ft := &fileTorrent{e: e, f: f, db: st.s.db}
+	ft := &fileTorrent{e: e, db: st.s.db}
+	ft.f.Store(f)
+	e.storage.Store(ft)
 	return storage.TorrentImpl{Piece: ft.piece, Close: ft.close}, nil
 }
 
@@ -65,13 +68,26 @@ func openPartial(path string, size int64) (*os.File, error) {
 }
 
 // fileTorrent is one open object. The file handle stays valid when the
-// partial file is renamed into the store on completion.
+// partial file is renamed into the store (or into DEST) on completion.
 type fileTorrent struct {
 	e    *swarmEntry
 	db   *bbolt.DB
+	f    atomic.Pointer[os.File]
 	mu   sync.Mutex
-	f    *os.File
 	done bool
+}
+
+// swap serves the object from f from now on (the store's copy, once an
+// object moved out to DEST is copied back).
+func (t *fileTorrent) swap(f *os.File) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		f.Close()
+		return
+	}
+	old := t.f.Swap(f)
+	time.AfterFunc(dropCloseDelay, func() { old.Close() }) // reads in flight finish
 }
 
 func (t *fileTorrent) piece(p metainfo.Piece) storage.PieceImpl {
@@ -93,7 +109,7 @@ func (t *fileTorrent) close() error {
 		return nil
 	}
 	t.done = true
-	f := t.f
+	f := t.f.Load()
 	time.AfterFunc(dropCloseDelay, func() { f.Close() })
 	return nil
 }
@@ -106,13 +122,13 @@ type filePiece struct {
 
 var _ storage.PieceImpl = filePiece{}
 
-func (p filePiece) ReadAt(b []byte, off int64) (int, error) { return p.t.f.ReadAt(b, p.off+off) }
+func (p filePiece) ReadAt(b []byte, off int64) (int, error) { return p.t.f.Load().ReadAt(b, p.off+off) }
 
 func (p filePiece) WriteAt(b []byte, off int64) (int, error) {
 	if p.t.e.complete() {
 		return 0, errors.New("transfer: write to a complete object")
 	}
-	return p.t.f.WriteAt(b, p.off+off)
+	return p.t.f.Load().WriteAt(b, p.off+off)
 }
 
 // MarkComplete persists a verified piece: the data is synced first, so a
@@ -121,7 +137,7 @@ func (p filePiece) MarkComplete() error {
 	if p.t.e.complete() {
 		return nil
 	}
-	if err := p.t.f.Sync(); err != nil {
+	if err := p.t.f.Load().Sync(); err != nil {
 		return fmt.Errorf("sync piece %d: %w", p.index, err)
 	}
 	if err := setPieceDone(p.t.db, p.t.e.obj.SHA256, p.index, true); err != nil {

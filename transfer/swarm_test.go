@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -137,8 +138,16 @@ func TestSwarmResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	fctx, stop := context.WithCancel(ctx)
-	// DEST is staged and mirrored into as pieces verify (MirrorTo).
+	// DEST is staged and, on another filesystem (a tmpfs), copied into as
+	// pieces verify (InstallTo).
 	destDir := t.TempDir()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs for DEST")
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", destDir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", destDir).Run() })
 	dest := filepath.Join(destDir, "app.bin")
 	stage1, err := Stage(dest, obj.Size, InstallOptions{})
 	if err != nil {
@@ -148,7 +157,7 @@ func TestSwarmResume(t *testing.T) {
 		if p.Done >= 8<<20 {
 			stop()
 		}
-	}, MirrorTo(stage1))
+	}, InstallTo(stage1))
 	if err == nil {
 		t.Fatal("first fetch completed despite the cancel")
 	}
@@ -170,7 +179,7 @@ func TestSwarmResume(t *testing.T) {
 	if stage2.tmp.Name() != stage1.tmp.Name() {
 		t.Errorf("the restarted install staged %s, not the dead one's %s", stage2.tmp.Name(), stage1.tmp.Name())
 	}
-	stats2, err := l2.Fetch(ctx, obj, mi, peers, nil, MirrorTo(stage2))
+	stats2, err := l2.Fetch(ctx, obj, mi, peers, nil, InstallTo(stage2))
 	if err != nil {
 		t.Fatalf("resumed fetch: %v", err)
 	}
@@ -264,4 +273,56 @@ func banned(sw *Swarm, ip string) bool {
 		a, err := netip.ParseAddr(s)
 		return err == nil && a.Unmap().String() == ip
 	})
+}
+
+// On DEST's filesystem a finished fetch is moved into the staging file:
+// Commit only renames it into place, and the store gets its copy in the
+// background, after which a second fetch finds the object there.
+func TestSwarmInstallMoves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(12<<20+5, 21)
+	seeder, obj := seeded(t, "127.0.5.1", data, nil)
+	mi, _ := seeder.store.MetaInfo(obj.SHA256)
+	store := newStore(t)
+	l := newTestSwarm(t, store, "127.0.5.2", nil)
+	dir := filepath.Join(filepath.Dir(store.Dir()), "dest") // the store's filesystem
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "app.bin")
+	st, err := Stage(dest, obj.Size, InstallOptions{Mode: 0o640})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := l.Fetch(ctx, obj, mi, []Peer{{Addr: seeder.Addr(), Name: "seeder"}}, nil, InstallTo(st)); err != nil {
+		t.Fatal(err)
+	}
+	if !st.adopted {
+		t.Fatal("the fetched file was not moved into DEST's staging file")
+	}
+	if err := st.Commit(ctx, "/nonexistent: not read when adopted"); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, dest, data)
+	if fi, _ := os.Stat(dest); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	assertNoTemps(t, dir)
+	// A second fetch waits for the copy back and finds it in the store.
+	if _, err := l.Fetch(ctx, obj, mi, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.Get(obj.SHA256); err != nil || !ok {
+		t.Fatalf("not in the store after the copy back: %v", err)
+	}
+	fileEquals(t, store.Path(obj.SHA256), data)
+	// DEST is a file of its own: changing it leaves the store's copy.
+	if err := os.WriteFile(dest, []byte("changed"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, store.Path(obj.SHA256), data)
 }
