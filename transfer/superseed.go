@@ -38,18 +38,30 @@ const revealAhead = 1
 
 // revealBook is a seeder's count, per piece of one object, of the peers
 // connected to it that have the piece or have been shown it and not yet
-// got it: the piece's copies in the swarm, as far as this seeder can see.
+// got it (copies: the piece's copies in the swarm, as far as this seeder
+// can see), and of those that have it (had).
+//
+// The seeder's upload bounds the push: the fluid bound is the time to send
+// each piece once. So a piece nobody has yet goes before any other: first
+// the pieces never shown, then those shown but not yet had by anyone (a
+// second peer speeds up a piece that is slow to arrive), and only once
+// every piece is out somewhere the rarest. Counting shown and had pieces
+// alike, the seeder sent copies of pieces peers already had while the last
+// pieces waited: of a 200 MB push to 20 hosts, the last piece was first
+// had after 26.6 s of a 29.7 s push, and the seeder sent 1.6 copies.
 type revealBook struct {
 	mu     sync.Mutex
 	copies []int32
+	had    []int32
 }
 
 func newRevealBook(pieces int) *revealBook {
-	return &revealBook{copies: make([]int32, pieces)}
+	return &revealBook{copies: make([]int32, pieces), had: make([]int32, pieces)}
 }
 
-// pick returns the piece with the fewest copies among those the peer
-// neither has nor has been shown, scanning from start so that ties go to
+// pick returns the piece to show a peer that neither has nor has been
+// shown it: the first not had by anyone, with the fewest copies, else the
+// one with the fewest copies; scanning from start so that ties go to
 // different pieces for different peers; -1 when there is none. The piece's
 // count is raised: it is on its way.
 func (b *revealBook) pick(has, shown []bool, start int) int {
@@ -57,12 +69,18 @@ func (b *revealBook) pick(has, shown []bool, start int) int {
 	defer b.mu.Unlock()
 	n := len(b.copies)
 	best := -1
+	less := func(i, j int) bool {
+		if (b.had[i] == 0) != (b.had[j] == 0) {
+			return b.had[i] == 0
+		}
+		return b.copies[i] < b.copies[j]
+	}
 	for k := range n {
 		i := (start + k) % n
 		if has[i] || shown[i] {
 			continue
 		}
-		if best < 0 || b.copies[i] < b.copies[best] {
+		if best < 0 || less(i, best) {
 			best = i
 			if b.copies[i] == 0 {
 				break
@@ -75,9 +93,11 @@ func (b *revealBook) pick(has, shown []bool, start int) int {
 	return best
 }
 
-func (b *revealBook) add(i int, d int32) {
+// add changes piece i's copies by d, and its holders by had.
+func (b *revealBook) add(i int, d, had int32) {
 	b.mu.Lock()
 	b.copies[i] += d
+	b.had[i] += had
 	b.mu.Unlock()
 }
 
@@ -196,10 +216,11 @@ func (c *swarmConn) gotLocked(i int) {
 	}
 	sd.has[i] = true
 	if sd.shown[i] {
-		sd.missing-- // counted in the book when it was shown
+		sd.missing--
+		sd.book.add(i, 0, 1) // a copy since it was shown
 		return
 	}
-	sd.book.add(i, 1)
+	sd.book.add(i, 1, 1)
 }
 
 // topUpLocked reveals pieces until the peer is missing revealAhead of them.
@@ -225,8 +246,12 @@ func (c *swarmConn) unseedLocked() {
 		return
 	}
 	for i := range c.seed.has {
+		var had int32
+		if c.seed.has[i] {
+			had = -1
+		}
 		if c.seed.has[i] || c.seed.shown[i] {
-			c.seed.book.add(i, -1)
+			c.seed.book.add(i, -1, had)
 		}
 	}
 }

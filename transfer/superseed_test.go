@@ -106,6 +106,22 @@ func TestRevealBookPicksRarest(t *testing.T) {
 	}
 }
 
+// A piece nobody has yet goes first, even one already shown twice: the
+// seeder's upload is spent on pieces the swarm lacks.
+func TestRevealBookPrefersPiecesNobodyHas(t *testing.T) {
+	b := newRevealBook(4)
+	b.copies = []int32{1, 2, 1, 3}
+	b.had = []int32{1, 0, 1, 1} // piece 1 is only on its way, twice
+	none := make([]bool, 4)
+	if i := b.pick(none, none, 0); i != 1 {
+		t.Fatalf("pick %d, want 1 (had by nobody)", i)
+	}
+	b.add(1, 0, 1) // it arrived
+	if i := b.pick(none, none, 0); i != 0 {
+		t.Fatalf("pick %d, want 0 (every piece had: the fewest copies)", i)
+	}
+}
+
 // FuzzWireCursor: any byte stream, split anywhere, passes through a cursor
 // unchanged when nothing is rewritten, and never panics it.
 func FuzzWireCursor(f *testing.F) {
