@@ -19,6 +19,7 @@ import (
 	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/jobs/model"
+	"github.com/herd-io/herd/transfer"
 	"github.com/herd-io/herd/mesh"
 )
 
@@ -106,6 +107,9 @@ type Config struct {
 	// UploadRate and DownloadRate cap this node's swarm traffic in bytes
 	// per second; 0 means unlimited.
 	UploadRate, DownloadRate int64
+	// UploadSlots is how many peers the swarm uploads to at once (0: all
+	// that ask, as plain BitTorrent). Default transfer.DefaultUploadSlots.
+	UploadSlots int
 	// SSHConcurrency bounds the SSH sessions this node opens to agentless
 	// hosts at once. Default 50.
 	SSHConcurrency int
@@ -153,6 +157,7 @@ func DefaultConfig() *Config {
 		DeadServerTimeout: consensus.DefaultDeadServerTimeout,
 		OutputRetention:   7 * 24 * time.Hour,
 		SSHConcurrency:    50,
+		UploadSlots:       transfer.DefaultUploadSlots,
 		Swarm:             net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultSwarmPort)),
 		HealthInterval:    5 * time.Second,
 		LogLevel:          "info",
@@ -262,6 +267,9 @@ func (c *Config) Validate() error {
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return fmt.Errorf("upload-rate/download-rate must not be negative")
 	}
+	if c.UploadSlots < 0 || c.UploadSlots > 1000 {
+		return fmt.Errorf("upload-slots: %d is out of range (0..1000; 0 = every peer that asks)", c.UploadSlots)
+	}
 	if c.SSHConcurrency < 1 || c.SSHConcurrency > 10000 {
 		return fmt.Errorf("ssh-concurrency: %d is out of range (1..10000)", c.SSHConcurrency)
 	}
@@ -363,6 +371,7 @@ type FileConfig struct {
 	DeadServerTimeout *string           `yaml:"dead_server_timeout"`
 	OutputRetention   *string           `yaml:"output_retention"`
 	SSHConcurrency    *int              `yaml:"ssh_concurrency"`
+	UploadSlots       *int              `yaml:"upload_slots"`
 	Swarm             *string           `yaml:"swarm"`
 	UploadRate        *string           `yaml:"upload_rate"`
 	DownloadRate      *string           `yaml:"download_rate"`
@@ -457,6 +466,9 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	}
 	if fc.SSHConcurrency != nil && !isSet("ssh-concurrency") {
 		c.SSHConcurrency = *fc.SSHConcurrency
+	}
+	if fc.UploadSlots != nil && !isSet("upload-slots") {
+		c.UploadSlots = *fc.UploadSlots
 	}
 	if fc.ControlSize != nil && !isSet("control-size") {
 		c.ControlSize = *fc.ControlSize

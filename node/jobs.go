@@ -66,7 +66,8 @@ func (a *Agent) startContent() error {
 	sw, err := transfer.NewSwarm(transfer.SwarmConfig{
 		Store: st, ListenAddr: a.cfg.Swarm,
 		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
-		Logger: a.log.With("part", "swarm"),
+		UploadSlots: uploadSlots(a.cfg.UploadSlots),
+		Logger:      a.log.With("part", "swarm"),
 	})
 	if err != nil {
 		return fmt.Errorf("file swarm on %s: %w", a.cfg.Swarm, err)
@@ -105,3 +106,12 @@ func (a *Agent) startJobs() {
 
 // Jobs returns the node's run service (in-process harnesses use it).
 func (a *Agent) Jobs() *jobs.Service { return a.jobs }
+
+// uploadSlots maps the agent's setting (0: every peer) to the swarm's
+// (negative: every peer; 0: the default).
+func uploadSlots(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
