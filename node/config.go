@@ -19,8 +19,8 @@ import (
 	"github.com/herd-io/herd/consensus"
 	"github.com/herd-io/herd/jobs"
 	"github.com/herd-io/herd/jobs/model"
-	"github.com/herd-io/herd/transfer"
 	"github.com/herd-io/herd/mesh"
+	"github.com/herd-io/herd/transfer"
 )
 
 // Version is the herd version, stamped by the linker (-X) at build time.
