@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -88,37 +89,56 @@ func TestWireCursorForeignStream(t *testing.T) {
 
 func TestRevealBookPicksRarest(t *testing.T) {
 	b := newRevealBook(6)
-	b.copies = []int32{2, 0, 1, 0, 3, 1}
+	b.copies = []int32{2, 0, 1, 1, 3, 1}
+	b.had = []int32{2, 0, 1, 1, 3, 1}
+	b.missing = 1
 	has := []bool{false, false, false, true, false, false}
 	shown := make([]bool, 6)
-	if i := b.pick(has, shown, 0); i != 1 {
+	if i := b.pick(nil, has, shown, 0); i != 1 {
 		t.Fatalf("first pick %d, want 1 (no copies; piece 3 is had)", i)
 	}
 	shown[1] = true
-	if i := b.pick(has, shown, 4); i != 5 {
+	b.add(1, 0, 1) // it arrived: every piece is out
+	if i := b.pick(nil, has, shown, 4); i != 5 {
 		t.Fatalf("second pick from 4: %d, want 5 (one copy, first after 4)", i)
 	}
 	for i := range has {
 		has[i] = true
 	}
-	if i := b.pick(has, shown, 0); i != -1 {
+	if i := b.pick(nil, has, shown, 0); i != -1 {
 		t.Fatalf("pick with nothing missing: %d", i)
 	}
 }
 
-// A piece nobody has yet goes first, even one already shown twice: the
-// seeder's upload is spent on pieces the swarm lacks.
-func TestRevealBookPrefersPiecesNobodyHas(t *testing.T) {
-	b := newRevealBook(4)
-	b.copies = []int32{1, 2, 1, 3}
-	b.had = []int32{1, 0, 1, 1} // piece 1 is only on its way, twice
-	none := make([]bool, 4)
-	if i := b.pick(none, none, 0); i != 1 {
-		t.Fatalf("pick %d, want 1 (had by nobody)", i)
+// While pieces are on their way to their only peer, no piece is shown
+// twice: the seeder's upload goes to pieces the swarm lacks. Once every
+// piece is had, the peers shown nothing are woken and get the rarest.
+func TestRevealBookShowsNothingTwiceUntilAllAreOut(t *testing.T) {
+	b := newRevealBook(3)
+	none := make([]bool, 3)
+	var got []int
+	for range 3 {
+		got = append(got, b.pick(nil, none, none, 0))
 	}
-	b.add(1, 0, 1) // it arrived
-	if i := b.pick(none, none, 0); i != 0 {
-		t.Fatalf("pick %d, want 0 (every piece had: the fewest copies)", i)
+	if !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("first picks %v, want each piece once", got)
+	}
+	d := &swarmConn{}
+	if i := b.pick(d, none, none, 0); i != -1 {
+		t.Fatalf("pick %d while every piece is on its way, want none", i)
+	}
+	b.add(0, 0, 1)
+	b.add(1, 0, 1)
+	if !b.waiters[d] {
+		t.Fatal("the peer shown nothing is no longer waiting")
+	}
+	b.add(2, 0, 1) // the last piece is out: d is woken
+	if len(b.waiters) != 0 {
+		t.Fatal("waiters not woken when the last piece arrived")
+	}
+	b.add(1, 1, 1) // piece 1 now has two copies
+	if i := b.pick(d, none, none, 0); i != 0 {
+		t.Fatalf("pick %d after every piece is out, want 0 (fewest copies)", i)
 	}
 }
 
