@@ -291,8 +291,12 @@ func Stage(dest string, size int64, opt InstallOptions) (*Staging, error) {
 func openStagingFile(dest string) (*os.File, error) {
 	name := filepath.Join(filepath.Dir(dest), ".herd-tmp-"+filepath.Base(dest))
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, err
+	if err != nil { // not a file of ours (a symlink, say): leave it be
+		return os.CreateTemp(filepath.Dir(dest), ".herd-tmp-*")
+	}
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		f.Close()
+		return os.CreateTemp(filepath.Dir(dest), ".herd-tmp-*")
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
 		if err := f.Truncate(0); err != nil {

@@ -343,6 +343,23 @@ func TestStaging(t *testing.T) {
 	fileEquals(t, dest, data)
 	assertNoTemps(t, dir)
 
+	// A symlink where the staging file goes is left alone.
+	victim := writeTemp(t, "victim", []byte("not yours"))
+	if err := os.Symlink(victim, filepath.Join(dir, ".herd-tmp-linked")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Stage(filepath.Join(dir, "linked"), int64(len(data)), InstallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Commit(ctx, srcPath); err != nil {
+		t.Fatal(err)
+	}
+	fileEquals(t, filepath.Join(dir, "linked"), data)
+	fileEquals(t, victim, []byte("not yours"))
+	os.Remove(filepath.Join(dir, ".herd-tmp-linked"))
+	assertNoTemps(t, dir)
+
 	// An empty file.
 	empty := writeTemp(t, "empty", nil)
 	e, err := Stage(filepath.Join(dir, "empty"), 0, InstallOptions{})
