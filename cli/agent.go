@@ -55,6 +55,7 @@ SIGINT/SIGTERM leave the mesh gracefully; SIGHUP re-reads labels from --config.`
 			&ucli.StringFlag{Name: "swarm", EnvVars: []string{"HERD_SWARM"}, Value: def.Swarm, Usage: "listen for file-swarm peers on this `IP:PORT` (peer-to-peer pushes), or \"off\": no swarm (the node then takes only files under 4 MiB and --no-swarm pushes)"},
 			&ucli.StringFlag{Name: "upload-rate", EnvVars: []string{"HERD_UPLOAD_RATE"}, Usage: "cap this node's swarm upload, e.g. 50MB (per second; empty = unlimited) (`SIZE`)"},
 			&ucli.StringFlag{Name: "download-rate", EnvVars: []string{"HERD_DOWNLOAD_RATE"}, Usage: "cap this node's swarm download, e.g. 100MB (per second; empty = unlimited) (`SIZE`)"},
+			&ucli.StringFlag{Name: "swarm-congestion", EnvVars: []string{"HERD_SWARM_CONGESTION"}, Value: def.SwarmCongestion, Usage: "TCP congestion control of swarm connections, e.g. cubic or bbr; \"system\" keeps the kernel's default (`NAME`)"},
 			&ucli.IntFlag{Name: "upload-slots", EnvVars: []string{"HERD_UPLOAD_SLOTS"}, Value: def.UploadSlots, Usage: "upload to at most this many swarm peers at once, first come first served; 0 = every peer that asks (`N`)"},
 			&ucli.IntFlag{Name: "ssh-concurrency", EnvVars: []string{"HERD_SSH_CONCURRENCY"}, Value: def.SSHConcurrency, Usage: "at most this many SSH sessions from this node to agentless hosts at once (`N`)"},
 			&ucli.DurationFlag{Name: "dead-server-timeout", EnvVars: []string{"HERD_DEAD_SERVER_TIMEOUT"}, Value: def.DeadServerTimeout, Usage: "remove a control-group server dead in gossip this long and promote a replacement (`DURATION`)"},
@@ -108,6 +109,7 @@ func agentConfig(c *ucli.Context) (*node.Config, error) {
 	cfg.OutputRetention = c.Duration("output-retention")
 	cfg.SSHConcurrency = c.Int("ssh-concurrency")
 	cfg.UploadSlots = c.Int("upload-slots")
+	cfg.SwarmCongestion = c.String("swarm-congestion")
 	cfg.Swarm = c.String("swarm")
 	for _, r := range []struct {
 		flag string

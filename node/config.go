@@ -110,6 +110,9 @@ type Config struct {
 	// UploadSlots is how many peers the swarm uploads to at once (0: all
 	// that ask, as plain BitTorrent). Default transfer.DefaultUploadSlots.
 	UploadSlots int
+	// SwarmCongestion is the TCP congestion control of swarm connections
+	// ("system": the kernel's). Default transfer.DefaultSwarmCongestion.
+	SwarmCongestion string
 	// SSHConcurrency bounds the SSH sessions this node opens to agentless
 	// hosts at once. Default 50.
 	SSHConcurrency int
@@ -158,6 +161,7 @@ func DefaultConfig() *Config {
 		OutputRetention:   7 * 24 * time.Hour,
 		SSHConcurrency:    50,
 		UploadSlots:       transfer.DefaultUploadSlots,
+		SwarmCongestion:   transfer.DefaultSwarmCongestion,
 		Swarm:             net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultSwarmPort)),
 		HealthInterval:    5 * time.Second,
 		LogLevel:          "info",
@@ -267,6 +271,9 @@ func (c *Config) Validate() error {
 	if c.UploadRate < 0 || c.DownloadRate < 0 {
 		return fmt.Errorf("upload-rate/download-rate must not be negative")
 	}
+	if !transfer.ValidCongestion(c.SwarmCongestion) {
+		return fmt.Errorf("swarm-congestion: %q is not a TCP congestion control name (cubic, bbr, reno, ... or %q)", c.SwarmCongestion, transfer.SystemCongestion)
+	}
 	if c.UploadSlots < 0 || c.UploadSlots > 1000 {
 		return fmt.Errorf("upload-slots: %d is out of range (0..1000; 0 = every peer that asks)", c.UploadSlots)
 	}
@@ -372,6 +379,7 @@ type FileConfig struct {
 	OutputRetention   *string           `yaml:"output_retention"`
 	SSHConcurrency    *int              `yaml:"ssh_concurrency"`
 	UploadSlots       *int              `yaml:"upload_slots"`
+	SwarmCongestion   *string           `yaml:"swarm_congestion"`
 	Swarm             *string           `yaml:"swarm"`
 	UploadRate        *string           `yaml:"upload_rate"`
 	DownloadRate      *string           `yaml:"download_rate"`
@@ -469,6 +477,9 @@ func (fc *FileConfig) Apply(c *Config, isSet func(flag string) bool) error {
 	}
 	if fc.UploadSlots != nil && !isSet("upload-slots") {
 		c.UploadSlots = *fc.UploadSlots
+	}
+	if fc.SwarmCongestion != nil && !isSet("swarm-congestion") {
+		c.SwarmCongestion = *fc.SwarmCongestion
 	}
 	if fc.ControlSize != nil && !isSet("control-size") {
 		c.ControlSize = *fc.ControlSize

@@ -67,6 +67,7 @@ func (a *Agent) startContent() error {
 		Store: st, ListenAddr: a.cfg.Swarm,
 		UploadRate: a.cfg.UploadRate, DownloadRate: a.cfg.DownloadRate,
 		UploadSlots: uploadSlots(a.cfg.UploadSlots),
+		Congestion:  a.cfg.SwarmCongestion,
 		Logger:      a.log.With("part", "swarm"),
 	})
 	if err != nil {

@@ -68,6 +68,7 @@ type Swarm struct {
 	up     *rate.Limiter
 	down   *rate.Limiter
 	slots  *uploadSlots // nil: unlimited
+	cc     string       // congestion control of swarm sockets, "" the system's
 	logger *slog.Logger
 
 	bg     sync.WaitGroup // copies back into the store (copyBack)
@@ -144,6 +145,7 @@ func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
 		s.slots = newUploadSlots(c.UploadSlots)
 	}
 	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
+	s.cc = congestionFor(c.Congestion, c.Logger)
 	network := "tcp4"
 	if ap.Addr().Is6() {
 		network = "tcp6"

@@ -6,9 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 )
 
@@ -27,6 +31,14 @@ const (
 	// pieces and stalls a fast link. Unverified bytes live in the partial
 	// file, not in memory.
 	DefaultMaxUnverifiedBytes = 32 * maxPieceLen
+	// DefaultSwarmCongestion is the TCP congestion control of swarm
+	// connections. A push runs many bulk flows into each link at once, and
+	// BBR (v1), a common system default, kept 5-8 % of their segments
+	// retransmitted on 100 Mbit links with 50 ms queues: 200 MB to 20 hosts
+	// took 29.5 s with it and 27.0 s with cubic, in the same hour.
+	DefaultSwarmCongestion = "cubic"
+	// SystemCongestion leaves swarm connections to the kernel's default.
+	SystemCongestion = "system"
 )
 
 // SwarmConfig configures a Swarm. Start from DefaultSwarmConfig.
@@ -48,6 +60,9 @@ type SwarmConfig struct {
 	// slots.go): default DefaultUploadSlots; negative lets anacrolix serve
 	// every interested peer at once.
 	UploadSlots int
+	// Congestion is the TCP congestion control of swarm connections:
+	// default DefaultSwarmCongestion; SystemCongestion keeps the kernel's.
+	Congestion string
 	// Logger receives the swarm's logs and anacrolix's. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -60,6 +75,7 @@ func DefaultSwarmConfig() *SwarmConfig {
 		MaxConnsPerTorrent: DefaultMaxConnsPerTorrent,
 		MaxUnverifiedBytes: DefaultMaxUnverifiedBytes,
 		UploadSlots:        DefaultUploadSlots,
+		Congestion:         DefaultSwarmCongestion,
 		Logger:             slog.Default(),
 	}
 }
@@ -77,6 +93,12 @@ func (c SwarmConfig) withDefaults() (SwarmConfig, netip.AddrPort, error) {
 	}
 	if c.UploadSlots == 0 {
 		c.UploadSlots = def.UploadSlots
+	}
+	if c.Congestion == "" {
+		c.Congestion = def.Congestion
+	}
+	if !ValidCongestion(c.Congestion) {
+		return c, netip.AddrPort{}, fmt.Errorf("transfer: swarm congestion control %q: want a kernel algorithm name such as cubic, or %q", c.Congestion, SystemCongestion)
 	}
 	if c.Logger == nil {
 		c.Logger = def.Logger
@@ -189,4 +211,47 @@ var _ torrent.Dialer = boundDialer{}
 func (s *Swarm) SetRates(up, down int64) {
 	s.up.SetLimit(rateLimit(up))
 	s.down.SetLimit(rateLimit(down))
+}
+
+// ValidCongestion accepts a kernel congestion control name (TCP_CA_NAME_MAX
+// is 16 with the NUL) or SystemCongestion.
+func ValidCongestion(name string) bool {
+	if name == "" || len(name) > 15 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// congestionFor returns the algorithm swarm sockets are set to, "" to
+// leave them as they are: SystemCongestion, or an algorithm this kernel
+// lacks (warned about once, here).
+func congestionFor(name string, logger *slog.Logger) string {
+	if name == SystemCongestion {
+		return ""
+	}
+	avail, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil || !slices.Contains(strings.Fields(string(avail)), name) {
+		logger.Warn("transfer: TCP congestion control not available; swarm connections keep the system's", "want", name, "available", strings.TrimSpace(string(avail)))
+		return ""
+	}
+	return name
+}
+
+// setCongestion sets a swarm socket's congestion control. Failing (an
+// algorithm not allowed to this process, say) leaves the system's.
+func setCongestion(c net.Conn, name string) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || name == "" {
+		return
+	}
+	if rc, err := tc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
+		})
+	}
 }

@@ -3,15 +3,20 @@ package transfer
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // newTestSwarm starts a swarm on ip (a distinct 127.x address per node, so
@@ -325,4 +330,59 @@ func TestSwarmInstallMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	fileEquals(t, store.Path(obj.SHA256), data)
+}
+
+// Swarm sockets get the configured congestion control; "system" and an
+// algorithm the kernel lacks leave the kernel's; a malformed name is an
+// error.
+func TestSwarmCongestion(t *testing.T) {
+	for _, name := range []string{"cubic", "bbr", "reno", "system"} {
+		if !ValidCongestion(name) {
+			t.Errorf("ValidCongestion(%q) = false", name)
+		}
+	}
+	for _, name := range []string{"", "Cubic", "cubic;rm", "a-name-much-too-long", "c b"} {
+		if ValidCongestion(name) {
+			t.Errorf("ValidCongestion(%q) = true", name)
+		}
+	}
+	cfg := DefaultSwarmConfig()
+	cfg.Store, cfg.ListenAddr, cfg.Congestion = newStore(t), "127.0.6.1:0", "no such!"
+	if _, err := NewSwarm(*cfg); err == nil || !strings.Contains(err.Error(), "congestion control") {
+		t.Fatalf("NewSwarm with a malformed algorithm: %v", err)
+	}
+	if s := newTestSwarm(t, newStore(t), "127.0.6.2", func(c *SwarmConfig) { c.Congestion = SystemCongestion }); s.cc != "" {
+		t.Fatalf("system: sockets set to %q", s.cc)
+	}
+	if s := newTestSwarm(t, newStore(t), "127.0.6.3", func(c *SwarmConfig) { c.Congestion = "nosuchalgo" }); s.cc != "" {
+		t.Fatalf("an algorithm the kernel lacks: sockets set to %q", s.cc)
+	}
+	avail, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if !slices.Contains(strings.Fields(string(avail)), "cubic") {
+		t.Skip("no cubic in this kernel")
+	}
+	s := newTestSwarm(t, newStore(t), "127.0.6.4", nil)
+	ln, err := net.Listen("tcp4", "127.0.6.5:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}
+	}()
+	conn, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := newSwarmConn(conn, s)
+	defer sc.Close()
+	rc, _ := conn.(*net.TCPConn).SyscallConn()
+	var got string
+	rc.Control(func(fd uintptr) { got, _ = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) })
+	if strings.TrimRight(got, "\x00") != "cubic" {
+		t.Fatalf("swarm socket congestion control %q, want cubic", got)
+	}
 }

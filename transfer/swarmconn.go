@@ -35,6 +35,7 @@ type swarmConn struct {
 }
 
 func newSwarmConn(c net.Conn, s *Swarm) *swarmConn {
+	setCongestion(c, s.cc)
 	// A connection starts choked on both sides (BEP 3).
 	return &swarmConn{Conn: c, s: s, slots: s.slots, choked: true, toldChoked: true}
 }
