@@ -405,10 +405,10 @@ func (s *Swarm) peerName(p *torrent.Peer) string {
 const progressInterval = 250 * time.Millisecond
 
 // Fetch downloads obj (described by mi, as recorded by the store that
-// added it) from peers, verifies the whole file's SHA-256 and MD5, moves
-// it into the store and keeps seeding it. It blocks until then or until
-// ctx is done; verified pieces stay on disk, and a later Fetch (after a
-// restart too) resumes from them. If the object is already in the store,
+// added it) from peers, verifies the whole file's SHA-256, moves it into
+// the store (or into a push's DEST, see InstallTo) and keeps seeding it.
+// It blocks until then or until ctx is done; verified pieces stay on disk,
+// and a later Fetch (after a restart too) resumes from them. If the object is already in the store,
 // Fetch seeds it and returns at once.
 func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, peers []Peer, progress func(FetchProgress), opts ...FetchOption) (FetchStats, error) {
 	var fo fetchOptions
@@ -537,11 +537,13 @@ func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo
 		forgetPieces(s.db, obj.SHA256)
 		return fmt.Errorf("transfer: fetch %s: %w: got sha256 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, n)
 	}
-	// The piece records go first: they must not outlive the file's place.
-	if err := forgetPieces(s.db, obj.SHA256); err != nil {
-		s.logger.Warn("transfer: forget piece records", "sha256", obj.SHA256, "err", err)
+	forget := func() {
+		if err := forgetPieces(s.db, obj.SHA256); err != nil {
+			s.logger.Warn("transfer: forget piece records", "sha256", obj.SHA256, "err", err)
+		}
 	}
 	if moveTo != nil {
+		forget() // before the file leaves: the records must not outlive its place
 		if src, err := os.Open(e.partialPath()); err == nil {
 			if err := moveTo.adopt(e.partialPath()); err == nil {
 				e.fetched.Store(true)
@@ -559,6 +561,7 @@ func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo
 	e.fetched.Store(true)
 	e.done.Store(true)
 	os.RemoveAll(e.partial)
+	forget()
 	return nil
 }
 
