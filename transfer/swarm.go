@@ -581,6 +581,7 @@ func (s *Swarm) copyBack(e *swarmEntry, mi *metainfo.MetaInfo, src *os.File) {
 		if err := s.store.putCopy(s.bgCtx, src, e.obj, mi); err != nil {
 			s.logger.Warn("transfer: copy into the content store failed; this node will not hold the object",
 				"sha256", e.obj.SHA256, "err", err)
+			s.forget(e) // stop seeding from DEST's file, which may have changed
 			return
 		}
 		if ft := e.storage.Load(); ft != nil {
