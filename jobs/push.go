@@ -107,8 +107,8 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 		err = transfer.Install(ctx, w.content.Path(spec.File.SHA256), dest, opts)
 	} else {
 		// DEST is staged before the fetch: a bad destination, owner or
-		// full disk fails the host at once, and the swarm copies pieces
-		// into place as they verify.
+		// full disk fails the host at once, and a swarm fetch fills the
+		// staging file itself.
 		var stage *transfer.Staging
 		if stage, err = transfer.Stage(dest, spec.File.Size, opts); err != nil {
 			return fail(err)
@@ -145,7 +145,7 @@ func (w *Worker) push(ctx context.Context, t Task) model.HostResult {
 }
 
 // fetch puts the push's object into the local content store. A swarm
-// fetch copies its pieces into stage (if not nil) as they verify.
+// fetch also fills stage, if not nil (see transfer.InstallTo).
 func (w *Worker) fetch(ctx context.Context, t Task, stats *model.TransferStats, stage *transfer.Staging) error {
 	spec := t.Push
 	obj := fileObject(spec.File)

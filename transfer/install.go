@@ -210,12 +210,13 @@ func Install(ctx context.Context, src, dest string, opt InstallOptions) error {
 }
 
 // Staging is an install begun before its source is whole: the temporary
-// file in DEST's directory exists from the start, and a swarm fetch copies
-// each piece into it as the piece verifies (InstallTo). Commit then copies
-// only what is missing. Copying a whole file after its last byte arrived
-// was most of a finishing host's work: when 20 hosts finished a 200 MB
-// push together, their copies kept both cores busy for ~4 s while the
-// links stood idle.
+// file in DEST's directory exists from the start, and a swarm fetch fills
+// it (InstallTo): on DEST's filesystem it moves the finished file in
+// (adopt), elsewhere it copies each piece as the piece verifies (CopyRange).
+// Commit then copies only what is missing. Copying a whole file after its
+// last byte arrived was most of a finishing host's work: when 20 hosts
+// finished a 200 MB push together, their copies kept both cores busy for
+// ~4 s while the links stood idle.
 //
 // The temporary file is named after DEST and locked while in use, so an
 // install cut short by an agent restart is taken over (not left behind)
@@ -289,24 +290,20 @@ func Stage(dest string, size int64, opt InstallOptions) (*Staging, error) {
 // openStagingFile opens DEST's own temporary file, emptied, or a fresh one
 // when another install of DEST holds it.
 func openStagingFile(dest string) (*os.File, error) {
-	name := filepath.Join(filepath.Dir(dest), ".herd-tmp-"+filepath.Base(dest))
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	dir := filepath.Dir(dest)
+	f, err := os.OpenFile(filepath.Join(dir, ".herd-tmp-"+filepath.Base(dest)), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil { // not a file of ours (a symlink, say): leave it be
-		return os.CreateTemp(filepath.Dir(dest), ".herd-tmp-*")
+		return os.CreateTemp(dir, ".herd-tmp-*")
 	}
-	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
-		f.Close()
-		return os.CreateTemp(filepath.Dir(dest), ".herd-tmp-*")
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
 		if err := f.Truncate(0); err != nil {
 			f.Close()
 			return nil, err
 		}
 		return f, nil
 	}
-	f.Close()
-	return os.CreateTemp(filepath.Dir(dest), ".herd-tmp-*")
+	f.Close() // not a regular file, or another install's
+	return os.CreateTemp(dir, ".herd-tmp-*")
 }
 
 // CopyRange copies n bytes at off from src into the same place in the

@@ -31,15 +31,11 @@ func startMirror(e *swarmEntry, st *Staging) (stop func()) {
 	m := &pieceMirror{st: st, src: src, obj: e.obj, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	e.mirror.Store(m)
 	// Pieces verified before now (a resumed fetch) are never announced.
-	i := 0
-	for _, run := range e.t.PieceStateRuns() {
-		if run.Complete {
-			for k := range run.Length {
-				m.add(i + k)
-			}
+	completeRuns(e.t, func(first, count int) {
+		for i := first; i < first+count; i++ {
+			m.add(i)
 		}
-		i += run.Length
-	}
+	})
 	go m.run()
 	return func() {
 		e.mirror.CompareAndSwap(m, nil)

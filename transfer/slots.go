@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -73,12 +74,14 @@ func (u *uploadSlots) run() {
 			return
 		case now := <-tick.C:
 			u.mu.Lock()
-			for c, h := range u.held {
-				if now.Sub(h.last) >= slotIdle {
-					u.releaseLocked(c)
+			if len(u.waiting) > 0 { // else an idle holder would be handed its slot back
+				for c, h := range u.held {
+					if now.Sub(h.last) >= slotIdle {
+						u.releaseLocked(c)
+					}
 				}
+				u.grantLocked()
 			}
-			u.grantLocked()
 			u.mu.Unlock()
 		}
 	}
@@ -99,7 +102,7 @@ func (u *uploadSlots) want(c *swarmConn, on bool) {
 		delete(u.held, c)
 		c.setChoked(true)
 	case !on && queued >= 0:
-		u.waiting = append(u.waiting[:queued:queued], u.waiting[queued+1:]...)
+		u.waiting = slices.Delete(u.waiting, queued, queued+1)
 	}
 	u.grantLocked()
 }
@@ -121,15 +124,7 @@ func (u *uploadSlots) sent(c *swarmConn, n int64) {
 }
 
 // drop forgets a closed connection.
-func (u *uploadSlots) drop(c *swarmConn) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	delete(u.held, c)
-	if i := u.queuedLocked(c); i >= 0 {
-		u.waiting = append(u.waiting[:i:i], u.waiting[i+1:]...)
-	}
-	u.grantLocked()
-}
+func (u *uploadSlots) drop(c *swarmConn) { u.want(c, false) }
 
 // releaseLocked chokes a holder and queues it again: it still wants.
 func (u *uploadSlots) releaseLocked(c *swarmConn) {
@@ -147,11 +142,4 @@ func (u *uploadSlots) grantLocked() {
 	}
 }
 
-func (u *uploadSlots) queuedLocked(c *swarmConn) int {
-	for i, w := range u.waiting {
-		if w == c {
-			return i
-		}
-	}
-	return -1
-}
+func (u *uploadSlots) queuedLocked(c *swarmConn) int { return slices.Index(u.waiting, c) }

@@ -9,7 +9,7 @@ import (
 
 // Super-seeding (after BEP 16). A node that holds a whole object does not
 // tell a new peer so: it announces no pieces, then reveals a few at a time
-// — those the fewest of its peers have or are being sent — and another
+// — pieces nobody has first, then the rarest (see revealBook) — and another
 // each time the peer reports having one. Without it every fetcher asks the
 // origin for whichever piece it wants next, and the origin, whose upload
 // link is what bounds a push (the fluid bound is S/U_seed), sends the same

@@ -618,16 +618,21 @@ func (s *Swarm) awaitStored(ctx context.Context, e *swarmEntry) error {
 // restart loses.
 func verifiedBytes(t *torrent.Torrent, obj Object) int64 {
 	var n int64
+	completeRuns(t, func(first, count int) {
+		n += min(int64(first+count)*obj.PieceLength, obj.Size) - int64(first)*obj.PieceLength
+	})
+	return n
+}
+
+// completeRuns calls f for each run of count verified pieces from first.
+func completeRuns(t *torrent.Torrent, f func(first, count int)) {
 	i := 0
 	for _, run := range t.PieceStateRuns() {
 		if run.Complete {
-			first := int64(i) * obj.PieceLength
-			end := min(int64(i+run.Length)*obj.PieceLength, obj.Size)
-			n += end - first
+			f(i, run.Length)
 		}
 		i += run.Length
 	}
-	return n
 }
 
 // FetchOption adjusts one Fetch.

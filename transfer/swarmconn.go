@@ -90,11 +90,7 @@ func (c *swarmConn) collectOut(id byte) bool {
 func (c *swarmConn) rewriteOut(m []byte) []byte {
 	switch m[4] {
 	case btMsgChoke, btMsgUnchoke:
-		c.mu.Lock()
-		c.served = m[4] == btMsgUnchoke
-		want := c.served && c.interested
-		c.mu.Unlock()
-		c.slots.want(c, want)
+		c.wantChanged(func() { c.served = m[4] == btMsgUnchoke })
 		return nil // the slots choke and unchoke
 	}
 	return c.rewriteAnnouncement(m)
@@ -122,16 +118,22 @@ func (c *swarmConn) readIn(m []byte) []byte {
 	switch m[4] {
 	case btMsgInterested, btMsgUninterested:
 		if c.slots != nil {
-			c.mu.Lock()
-			c.interested = m[4] == btMsgInterested
-			want := c.served && c.interested
-			c.mu.Unlock()
-			c.slots.want(c, want)
+			c.wantChanged(func() { c.interested = m[4] == btMsgInterested })
 		}
 	default:
 		c.peerAnnounced(m)
 	}
 	return nil // Read passes the bytes on itself
+}
+
+// wantChanged records (in set, under mu) the peer's interest or whether
+// anacrolix would serve it, and tells the slots whether both hold.
+func (c *swarmConn) wantChanged(set func()) {
+	c.mu.Lock()
+	set()
+	want := c.served && c.interested
+	c.mu.Unlock()
+	c.slots.want(c, want)
 }
 
 // Close gives up the connection's slot and returns the peer's pieces to
