@@ -44,7 +44,10 @@ type digests struct {
 	SHA256 string // hex
 	MD5    string // hex
 	Pieces []byte // concatenated SHA-1 of each piece (BitTorrent v1)
-	Size   int64
+	// PieceSHA256 is the concatenated SHA-256 of each piece: herd's own
+	// end-to-end check of a swarm fetch, piece by piece (see pieceSums).
+	PieceSHA256 []byte
+	Size        int64
 }
 
 // hashBlockSize is the unit handed to the hash workers. Every piece length
@@ -62,17 +65,17 @@ type hashBlock struct {
 }
 
 // hashStream reads r to EOF once, optionally copying every byte to w, and
-// computes SHA-256, MD5 and the per-piece SHA-1s. The three hashes run in
-// their own goroutines over shared read-only blocks, so on two or more cores
-// the pass runs at the speed of the slowest hash (MD5) rather than the sum
-// of all three. progress, if not nil, is called after each block with the
+// computes SHA-256, MD5 and the per-piece SHA-1s and SHA-256s. The hashes
+// run in their own goroutines over shared read-only blocks, so on enough
+// cores the pass runs at the speed of the slowest hash (MD5) rather than
+// the sum of all four. progress, if not nil, is called after each block with the
 // bytes read so far and total (which may be -1 if unknown). ctx is checked
 // between blocks.
 func hashStream(ctx context.Context, r io.Reader, w io.Writer, pieceLen, total int64, progress func(done, total int64)) (digests, error) {
 	if pieceLen < 0 || pieceLen%hashBlockSize != 0 {
 		return digests{}, fmt.Errorf("piece length %d is not a multiple of %d", pieceLen, hashBlockSize)
 	}
-	nw := 3 // workers: SHA-256, MD5 and, unless pieceLen is 0, piece SHA-1s
+	nw := 4 // workers: SHA-256, MD5 and, unless pieceLen is 0, piece SHA-1s and SHA-256s
 	if pieceLen == 0 {
 		nw = 2
 	}
@@ -88,9 +91,10 @@ func hashStream(ctx context.Context, r io.Reader, w io.Writer, pieceLen, total i
 
 	sha := sha256.New()
 	md := md5.New()
-	var pieces []byte
+	var pieces, pieceSums []byte
 	if total > 0 && pieceLen > 0 {
-		pieces = make([]byte, 0, (total+pieceLen-1)/pieceLen*sha1.Size)
+		n := (total + pieceLen - 1) / pieceLen
+		pieces, pieceSums = make([]byte, 0, n*sha1.Size), make([]byte, 0, n*sha256.Size)
 	}
 	chans := make([]chan *hashBlock, nw)
 	var wg sync.WaitGroup
@@ -107,8 +111,9 @@ func hashStream(ctx context.Context, r io.Reader, w io.Writer, pieceLen, total i
 	wg.Add(nw)
 	go whole(sha, chans[0])
 	go whole(md, chans[1])
-	if nw == 3 {
-		go hashPieces(&wg, chans[2], pieceLen, &pieces, release)
+	if nw == 4 {
+		go hashPieces(&wg, chans[2], pieceLen, sha1.New, &pieces, release)
+		go hashPieces(&wg, chans[3], pieceLen, sha256.New, &pieceSums, release)
 	}
 
 	var done int64
@@ -156,10 +161,11 @@ func hashStream(ctx context.Context, r io.Reader, w io.Writer, pieceLen, total i
 		return digests{}, rerr
 	}
 	return digests{
-		SHA256: hex.EncodeToString(sha.Sum(nil)),
-		MD5:    hex.EncodeToString(md.Sum(nil)),
-		Pieces: pieces,
-		Size:   done,
+		SHA256:      hex.EncodeToString(sha.Sum(nil)),
+		MD5:         hex.EncodeToString(md.Sum(nil)),
+		Pieces:      pieces,
+		PieceSHA256: pieceSums,
+		Size:        done,
 	}, nil
 }
 
@@ -185,11 +191,11 @@ func checkSHA256(s string) error {
 	return nil
 }
 
-// hashPieces is hashStream's piece worker: the SHA-1 of every pieceLen
-// bytes, appended to *pieces.
-func hashPieces(wg *sync.WaitGroup, ch <-chan *hashBlock, pieceLen int64, pieces *[]byte, release func(*hashBlock)) {
+// hashPieces is hashStream's piece worker: the hash (newHash) of every
+// pieceLen bytes, appended to *pieces.
+func hashPieces(wg *sync.WaitGroup, ch <-chan *hashBlock, pieceLen int64, newHash func() hash.Hash, pieces *[]byte, release func(*hashBlock)) {
 	defer wg.Done()
-	ph := sha1.New()
+	ph := newHash()
 	var inPiece int64
 	for b := range ch {
 		p := b.buf[:b.n]

@@ -295,8 +295,11 @@ func checkName(name string) error {
 	return nil
 }
 
-// buildMetaInfo returns the private, single-file metainfo for an object.
-func buildMetaInfo(sha string, size, pieceLen int64, pieces []byte) (*metainfo.MetaInfo, metainfo.Hash, error) {
+// buildMetaInfo returns the private, single-file metainfo for an object:
+// piece SHA-1s for the swarm, and the pieces' SHA-256s (sums) under
+// herd's own key of the info dictionary, where the info hash, which the
+// object record names, covers them (see pieceSums).
+func buildMetaInfo(sha string, size, pieceLen int64, pieces, sums []byte) (*metainfo.MetaInfo, metainfo.Hash, error) {
 	private := true
 	info := metainfo.Info{
 		Name:        sha,
@@ -309,6 +312,18 @@ func buildMetaInfo(sha string, size, pieceLen int64, pieces []byte) (*metainfo.M
 	if err != nil {
 		return nil, metainfo.Hash{}, fmt.Errorf("encode info: %w", err)
 	}
+	if sums != nil {
+		// anacrolix's Info has no room for another key: add it to the
+		// dictionary itself (bencode sorts the keys).
+		var dict map[string]any
+		if err := bencode.Unmarshal(ib, &dict); err != nil {
+			return nil, metainfo.Hash{}, fmt.Errorf("encode info: %w", err)
+		}
+		dict[pieceSumsKey] = string(sums)
+		if ib, err = bencode.Marshal(dict); err != nil {
+			return nil, metainfo.Hash{}, fmt.Errorf("encode info: %w", err)
+		}
+	}
 	mi := &metainfo.MetaInfo{InfoBytes: ib, CreatedBy: "herd"}
 	return mi, mi.HashInfoBytes(), nil
 }
@@ -320,7 +335,7 @@ func (s *Store) commitNew(tmp *os.File, d digests, name string) (Object, error) 
 		return Object{}, err
 	}
 	pl := PieceLength(d.Size)
-	mi, ih, err := buildMetaInfo(d.SHA256, d.Size, pl, d.Pieces)
+	mi, ih, err := buildMetaInfo(d.SHA256, d.Size, pl, d.Pieces, d.PieceSHA256)
 	if err != nil {
 		return Object{}, fmt.Errorf("transfer: add %s: %w", name, err)
 	}

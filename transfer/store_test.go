@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,13 +39,18 @@ func TestHashStreamPieces(t *testing.T) {
 		if d.SHA256 != sha || d.MD5 != md || d.Size != int64(n) || !bytes.Equal(copied.Bytes(), b) {
 			t.Fatalf("n=%d: digests %+v wrong", n, d)
 		}
-		var want []byte
+		var want, wantSums []byte
 		for off := 0; off < n; off += int(pl) {
 			s := sha1.Sum(b[off:min(n, off+int(pl))])
 			want = append(want, s[:]...)
+			s2 := sha256.Sum256(b[off:min(n, off+int(pl))])
+			wantSums = append(wantSums, s2[:]...)
 		}
 		if !bytes.Equal(d.Pieces, want) {
 			t.Fatalf("n=%d: piece hashes differ", n)
+		}
+		if !bytes.Equal(d.PieceSHA256, wantSums) {
+			t.Fatalf("n=%d: piece SHA-256s differ", n)
 		}
 	}
 }

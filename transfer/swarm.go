@@ -56,6 +56,8 @@ type FetchStats struct {
 	Wasted int64
 	// Duration of the Fetch.
 	Duration time.Duration
+
+	hashedWhole bool // the pieces were not all checked as they arrived (see finish)
 }
 
 // Swarm is a node's private BitTorrent swarm member: one anacrolix client
@@ -96,7 +98,8 @@ type swarmEntry struct {
 	bookOnce sync.Once
 	book     *revealBook // super-seeding state, once complete
 
-	mirror  atomic.Pointer[pieceMirror] // set while a Fetch mirrors pieces (InstallTo)
+	sums    []byte                      // the pieces' SHA-256s (pieceSums), nil if the metainfo has none
+	work    atomic.Pointer[pieceWorker] // set while a Fetch follows its pieces
 	storage atomic.Pointer[fileTorrent] // the open file, once anacrolix opened it
 	storing chan struct{}               // closed when a copy back into the store ends; guarded by Swarm.mu
 }
@@ -244,6 +247,10 @@ func (s *Swarm) add(obj Object, mi *metainfo.MetaInfo, complete bool) (*swarmEnt
 		return nil, fmt.Errorf("transfer: %s: metainfo does not describe the object (length %d, piece %d, name %q)",
 			obj.SHA256, info.Length, info.PieceLength, info.Name)
 	}
+	sums, err := pieceSums(mi, info.NumPieces())
+	if err != nil {
+		return nil, fmt.Errorf("transfer: %s: %w", obj.SHA256, err)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -253,7 +260,7 @@ func (s *Swarm) add(obj Object, mi *metainfo.MetaInfo, complete bool) (*swarmEnt
 		s.mu.Unlock()
 		return e, nil
 	}
-	e := &swarmEntry{obj: obj, ih: ih, partial: filepath.Join(s.store.partialDir(), obj.SHA256)}
+	e := &swarmEntry{obj: obj, ih: ih, sums: sums, partial: filepath.Join(s.store.partialDir(), obj.SHA256)}
 	e.done.Store(complete)
 	s.bySHA[obj.SHA256] = e
 	s.byIH[ih] = e
@@ -459,20 +466,24 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	}
 	t := e.t
 	resumed = verifiedBytes(t, obj)
-	t.AddPeers(s.peerInfos(peers))
-	t.DownloadAll()
-	if fo.stagger {
-		staggerPieces(t, fo.start)
-	}
 	// On DEST's filesystem the finished file is moved into place (finish);
-	// elsewhere each piece is copied there as it verifies.
-	var moveTo *Staging
+	// elsewhere each piece is copied there as it verifies. Each piece is
+	// checked against its SHA-256 as it verifies, too. The worker starts
+	// before any piece can verify.
+	var moveTo, copyTo *Staging
 	if st := fo.stage; st != nil {
 		if st.sameFilesystem(e.partialPath()) {
 			moveTo = st
 		} else {
-			defer startMirror(e, st)()
+			copyTo = st
 		}
+	}
+	work := startPieceWorker(e, e.sums, copyTo)
+	defer work.stop(e)
+	t.AddPeers(s.peerInfos(peers))
+	t.DownloadAll()
+	if fo.stagger {
+		staggerPieces(t, fo.start)
 	}
 
 	tick := time.NewTicker(progressInterval)
@@ -490,6 +501,10 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 			return st, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, ctx.Err())
 		case <-t.Closed():
 			return stats(), fmt.Errorf("transfer: fetch %s: dropped", obj.SHA256)
+		case <-work.failed():
+			_, err := work.stop(e)
+			s.discard(e) // the pieces' two hashes disagree: start over
+			return stats(), err
 		case <-t.Complete().On():
 			waiting = false
 		case <-tick.C:
@@ -499,43 +514,52 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	report()
 	cs := t.Stats().ConnStats
 	wasted = max(cs.BytesReadData.Int64()-cs.BytesReadUsefulData.Int64(), 0)
-	err = s.finish(ctx, e, mi, moveTo)
-	return stats(), err
+	checked, err := work.stop(e)
+	if err != nil {
+		s.discard(e)
+		return stats(), err
+	}
+	err = s.finish(ctx, e, mi, moveTo, checked)
+	st := stats()
+	st.hashedWhole = !checked
+	return st, err
 }
 
 // finish verifies a fully downloaded object and moves it into the store;
 // the torrent keeps seeding from the same (renamed) file.
 //
 // Every piece passed its SHA-1 from the metainfo, whose info hash the
-// object record names, so the bytes are the origin's. The whole-file
-// SHA-256 guards against a metainfo that does not describe the object
-// record it sits with; the MD5 is not recomputed (it was a fifth of a
-// receiving host's CPU in a 20-host push): it is the record's, and the
-// SHA-256 ties the bytes to that record.
+// object record names, so the bytes are the origin's. The SHA-256 guards
+// against a metainfo that does not describe the object record it sits
+// with, and against SHA-1 collisions: checked piece by piece while the
+// fetch ran (checked: every piece matched its SHA-256 from the metainfo,
+// see pieceWorker), or else over the whole file here. The MD5 is not
+// recomputed (it was a fifth of a receiving host's CPU in a 20-host
+// push): it is the record's, and the SHA-256 ties the bytes to that record.
 //
 // With moveTo, the file is moved into DEST's staging file instead (Commit
 // then only renames it into place) and copied back into the store in the
 // background: the push's critical path has no copy at all. Until the copy
 // is in the store, the torrent seeds from DEST's file.
-func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo, moveTo *Staging) error {
+func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo, moveTo *Staging, checked bool) error {
 	obj := e.obj
-	f, err := os.Open(e.partialPath())
-	if err != nil {
-		return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
-	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20))
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
-	}
-	if sha := hex.EncodeToString(h.Sum(nil)); sha != obj.SHA256 || n != obj.Size {
-		// Every piece passed SHA-1, so the metainfo itself disagrees with
-		// the object record: start over rather than seed wrong bytes.
-		s.forget(e)
-		os.RemoveAll(e.partial)
-		forgetPieces(s.db, obj.SHA256)
-		return fmt.Errorf("transfer: fetch %s: %w: got sha256 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, n)
+	if !checked {
+		f, err := os.Open(e.partialPath())
+		if err != nil {
+			return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
+		}
+		h := sha256.New()
+		n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20))
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("transfer: fetch %s: verify: %w", obj.SHA256, err)
+		}
+		if sha := hex.EncodeToString(h.Sum(nil)); sha != obj.SHA256 || n != obj.Size {
+			// Every piece passed SHA-1, so the metainfo itself disagrees
+			// with the object record: start over rather than seed wrong bytes.
+			s.discard(e)
+			return fmt.Errorf("transfer: fetch %s: %w: got sha256 %s (%d bytes)", obj.SHA256, ErrDigestMismatch, sha, n)
+		}
 	}
 	forget := func() {
 		if err := forgetPieces(s.db, obj.SHA256); err != nil {
@@ -563,6 +587,14 @@ func (s *Swarm) finish(ctx context.Context, e *swarmEntry, mi *metainfo.MetaInfo
 	os.RemoveAll(e.partial)
 	forget()
 	return nil
+}
+
+// discard drops e's torrent and its partial file and piece records: its
+// bytes are not the object's, and a fetch starts over.
+func (s *Swarm) discard(e *swarmEntry) {
+	s.forget(e)
+	os.RemoveAll(e.partial)
+	forgetPieces(s.db, e.obj.SHA256)
 }
 
 // copyBack copies an object moved out to DEST (src is open on it) into

@@ -143,8 +143,8 @@ func (p filePiece) MarkComplete() error {
 	if err := setPieceDone(p.t.db, p.t.e.obj.SHA256, p.index, true); err != nil {
 		return err
 	}
-	if m := p.t.e.mirror.Load(); m != nil {
-		m.add(p.index)
+	if w := p.t.e.work.Load(); w != nil {
+		w.add(p.index)
 	}
 	return nil
 }

@@ -1,7 +1,11 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -330,6 +335,113 @@ func TestSwarmInstallMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	fileEquals(t, store.Path(obj.SHA256), data)
+}
+
+// A fetch checks every piece against its SHA-256 from the metainfo as it
+// verifies; a piece whose SHA-1 matches but whose SHA-256 does not (a
+// collision, or a metainfo whose lists disagree) fails the fetch with
+// ErrDigestMismatch and leaves nothing behind. An object whose metainfo
+// has no SHA-256s (added by an older herd) is hashed whole at the end.
+func TestSwarmPieceSums(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(10<<20+3, 31)
+	for i, tc := range []struct {
+		name        string
+		tamper      func(sums []byte) []byte
+		hashedWhole bool
+		wantErr     error
+	}{
+		{"checked piece by piece", func(s []byte) []byte { return s }, false, nil},
+		{"no sums in the metainfo", func([]byte) []byte { return nil }, true, nil},
+		{"a wrong sum", func(s []byte) []byte {
+			s = slices.Clone(s)
+			s[sha256.Size+7] ^= 1 // the second piece's
+			return s
+		}, false, ErrDigestMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newStore(t)
+			obj := addBytes(t, st, "blob.bin", data)
+			mi, err := st.MetaInfo(obj.SHA256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, _ := mi.UnmarshalInfo()
+			sums, err := pieceSums(mi, info.NumPieces())
+			if err != nil || len(sums) != info.NumPieces()*sha256.Size {
+				t.Fatalf("pieceSums: %d bytes, %v", len(sums), err)
+			}
+			// The seeder's store gets the (possibly tampered) metainfo and
+			// a record naming its info hash.
+			mi, ih, err := buildMetaInfo(obj.SHA256, obj.Size, obj.PieceLength, info.Pieces, tc.tamper(sums))
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj.InfoHash = ih.HexString()
+			rewriteRecord(t, st, obj, mi)
+			seeder := newTestSwarm(t, st, fmt.Sprintf("127.0.6.%d", 2*i+1), nil)
+			if err := seeder.Seed(obj); err != nil {
+				t.Fatal(err)
+			}
+			fetcher := newTestSwarm(t, newStore(t), fmt.Sprintf("127.0.6.%d", 2*i+2), nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			fs, err := fetcher.Fetch(ctx, obj, mi, []Peer{{Addr: seeder.Addr(), Name: "seeder"}}, nil)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr != nil) != (err != nil) {
+				t.Fatalf("Fetch: %v, want %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "piece 1:") {
+				t.Fatalf("the mismatch was not found piece by piece: %v", err)
+			}
+			if err == nil && fs.hashedWhole != tc.hashedWhole {
+				t.Fatalf("whole file hashed at the end: %v, want %v", fs.hashedWhole, tc.hashedWhole)
+			}
+			_, ok, _ := fetcher.store.Get(obj.SHA256)
+			if ok != (tc.wantErr == nil) {
+				t.Fatalf("in the fetcher's store: %v", ok)
+			}
+			if tc.wantErr != nil {
+				if _, err := os.Stat(filepath.Join(fetcher.store.partialDir(), obj.SHA256)); !os.IsNotExist(err) {
+					t.Fatalf("partial left after a mismatch: %v", err)
+				}
+				return
+			}
+			fileEquals(t, fetcher.store.Path(obj.SHA256), data)
+		})
+	}
+	// A list of the wrong length is refused when the object is added.
+	st := newStore(t)
+	obj := addBytes(t, st, "blob.bin", data)
+	mi, _ := st.MetaInfo(obj.SHA256)
+	info, _ := mi.UnmarshalInfo()
+	bad, ih, err := buildMetaInfo(obj.SHA256, obj.Size, obj.PieceLength, info.Pieces, make([]byte, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.InfoHash = ih.HexString()
+	sw := newTestSwarm(t, newStore(t), "127.0.6.20", nil)
+	if _, err := sw.Fetch(context.Background(), obj, bad, nil, nil); err == nil || !strings.Contains(err.Error(), pieceSumsKey) {
+		t.Fatalf("Fetch with a short SHA-256 list: %v", err)
+	}
+}
+
+// rewriteRecord replaces the metainfo and record of obj in st.
+func rewriteRecord(t testing.TB, st *Store, obj Object, mi *metainfo.MetaInfo) {
+	t.Helper()
+	var b bytes.Buffer
+	if err := mi.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(obj)
+	base := st.objectBase(obj.SHA256)
+	if err := writeFileAtomic(base+".torrent", b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(base+".json", rec); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Swarm sockets get the configured congestion control; "system" and an
