@@ -2,9 +2,12 @@ package transfer
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
 )
 
 // testConn is a swarmConn with no connection: before a handshake nothing
@@ -142,6 +145,48 @@ func TestSwarmConnSlotsOnTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(piece)
+}
+
+// A peer that has every piece wants nothing from this node, whatever it
+// declares: it gives up its slot when its last piece is announced, and a
+// peer complete from the start never gets one.
+func TestSlotsSkipCompletePeers(t *testing.T) {
+	var ih metainfo.Hash
+	copy(ih[:], bytes.Repeat([]byte{0x22}, 20))
+	obj := Object{Size: 3 * pieceLenSmall, PieceLength: pieceLenSmall} // 3 pieces, not held here
+	sw := &Swarm{byIH: map[metainfo.Hash]*swarmEntry{ih: {obj: obj}}}
+	u := newUploadSlots(1)
+	defer u.close()
+	held := func() int {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return len(u.held) + len(u.waiting)
+	}
+	open := func(announce []byte) *swarmConn {
+		local, remote := net.Pipe()
+		t.Cleanup(func() { remote.Close() })
+		go io.Copy(io.Discard, remote)
+		c := &swarmConn{Conn: local, s: sw, slots: u, choked: true, toldChoked: true}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(append(btHandshake(0x22), btMsg(btMsgUnchoke, nil)...)); err != nil { // anacrolix would serve it
+			t.Fatal(err)
+		}
+		ev := wireEvents{collect: collectIn, message: c.readIn}
+		c.in.feed(btHandshake(0x22), ev)
+		c.in.feed(append(announce, btMsg(btMsgInterested, nil)...), ev)
+		return c
+	}
+	c := open(btMsg(btMsgBitfield, []byte{0b1100_0000})) // pieces 0 and 1
+	waitFor(t, "the interested peer to get the slot", 5*time.Second, func() bool { return held() == 1 })
+	c.in.feed(btMsg(btMsgHave, []byte{0, 0, 0, 2}), wireEvents{collect: collectIn, message: c.readIn})
+	waitFor(t, "the complete peer to give the slot up", 5*time.Second, func() bool { return held() == 0 })
+	if !c.isChoked() {
+		t.Fatal("the complete peer is still unchoked")
+	}
+	open(btMsg(btMsgHaveAll, nil))
+	if n := held(); n != 0 {
+		t.Fatalf("a peer complete from the start holds or waits for a slot (%d)", n)
+	}
 }
 
 func TestSpliceUnchangedIsTheInput(t *testing.T) {

@@ -155,32 +155,29 @@ func (b *revealBook) forget(c *swarmConn) {
 type seeding struct {
 	book      *revealBook
 	announced bool // the rewritten announcement went out: Haves may follow
-	has       []bool
 	shown     []bool
 	missing   int   // shown pieces the peer does not have yet
 	pending   []int // shown pieces whose Have is not written yet
 	start     int
 }
 
-// decide starts super-seeding from this node's own handshake, which names
-// the object: if this node held the object whole before this process
-// fetched anything of it (an origin, or a holder from an earlier push).
+// decide learns the object from this node's own handshake, which names
+// it, and starts super-seeding if this node held the object whole before
+// this process fetched anything of it (an origin, or a holder from an
+// earlier push).
 func (c *swarmConn) decide(hs []byte) {
 	var ih [20]byte
 	copy(ih[:], hs[28:48])
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	defer func() { c.decided = true }()
-	e := c.s.entryByInfoHash(ih)
-	if e == nil || !e.complete() || e.fetched.Load() {
-		return
+	c.decided = true
+	if e := c.s.entryByInfoHash(ih); e != nil {
+		n := int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength)
+		c.peerHas, c.peerMissing = make([]bool, n), n
+		if n > 0 && e.complete() && !e.fetched.Load() {
+			c.seed = &seeding{book: e.revealBook(), shown: make([]bool, n), start: rand.IntN(n)}
+		}
 	}
-	book := e.revealBook()
-	n := len(book.copies)
-	if n == 0 {
-		return
-	}
-	c.seed = &seeding{book: book, has: make([]bool, n), shown: make([]bool, n), start: rand.IntN(n)}
 	if c.early != nil { // the peer announced before this node's handshake went out
 		early := c.early
 		c.early = nil
@@ -216,18 +213,24 @@ func (c *swarmConn) peerAnnounced(m []byte) {
 		c.mu.Unlock()
 		return
 	}
+	wasSeed := c.peerSeedLocked()
 	c.noteLocked(m)
+	seedNow := c.peerSeedLocked()
 	flush := c.seed != nil && len(c.seed.pending) > 0
 	c.mu.Unlock()
 	if flush {
 		go c.flush()
 	}
+	if seedNow != wasSeed && c.slots != nil {
+		c.wantChanged(func() {}) // a peer with every piece wants nothing
+	}
 }
 
 // noteLocked records the pieces announced by the peer's messages in b
-// (whole messages, prefixes included) and reveals more.
+// (whole messages, prefixes included) and, when super-seeding, reveals
+// more.
 func (c *swarmConn) noteLocked(b []byte) {
-	if c.seed == nil || c.closed {
+	if c.closed {
 		return
 	}
 	for len(b) >= 5 {
@@ -243,11 +246,11 @@ func (c *swarmConn) noteLocked(b []byte) {
 				c.gotLocked(int(binary.BigEndian.Uint32(m[5:9])))
 			}
 		case btMsgHaveAll:
-			for i := range c.seed.has {
+			for i := range c.peerHas {
 				c.gotLocked(i)
 			}
 		case btMsgBitfield:
-			for i := range c.seed.has {
+			for i := range c.peerHas {
 				if i/8 < len(m)-5 && m[5+i/8]&(0x80>>(i%8)) != 0 {
 					c.gotLocked(i)
 				}
@@ -257,12 +260,17 @@ func (c *swarmConn) noteLocked(b []byte) {
 	c.topUpLocked()
 }
 
+// gotLocked records that the peer has piece i.
 func (c *swarmConn) gotLocked(i int) {
-	sd := c.seed
-	if i < 0 || i >= len(sd.has) || sd.has[i] {
+	if i < 0 || i >= len(c.peerHas) || c.peerHas[i] {
 		return
 	}
-	sd.has[i] = true
+	c.peerHas[i] = true
+	c.peerMissing--
+	sd := c.seed
+	if sd == nil {
+		return
+	}
 	if sd.shown[i] {
 		sd.missing--
 		sd.book.add(i, 0, 1) // a copy since it was shown
@@ -271,6 +279,10 @@ func (c *swarmConn) gotLocked(i int) {
 	sd.book.add(i, 1, 1)
 }
 
+// peerSeedLocked reports whether the peer has announced every piece: it
+// wants nothing from this node.
+func (c *swarmConn) peerSeedLocked() bool { return c.peerHas != nil && c.peerMissing == 0 }
+
 // topUpLocked reveals pieces until the peer is missing revealAhead of them.
 func (c *swarmConn) topUpLocked() {
 	sd := c.seed
@@ -278,7 +290,7 @@ func (c *swarmConn) topUpLocked() {
 		return
 	}
 	for sd.missing < revealAhead {
-		i := sd.book.pick(c, sd.has, sd.shown, sd.start)
+		i := sd.book.pick(c, c.peerHas, sd.shown, sd.start)
 		if i < 0 {
 			return
 		}
@@ -305,12 +317,12 @@ func (c *swarmConn) unseedLocked() {
 		return
 	}
 	c.seed.book.forget(c)
-	for i := range c.seed.has {
+	for i, has := range c.peerHas {
 		var had int32
-		if c.seed.has[i] {
+		if has {
 			had = -1
 		}
-		if c.seed.has[i] || c.seed.shown[i] {
+		if has || c.seed.shown[i] {
 			c.seed.book.add(i, -1, had)
 		}
 	}

@@ -23,15 +23,17 @@ type swarmConn struct {
 
 	in wireCursor // the reader goroutine's own
 
-	mu         sync.Mutex // guards what follows
-	decided    bool       // this node's handshake went out: seed is final
-	seed       *seeding   // nil: not super-seeding
-	early      []byte     // the peer's announcements read before decided
-	interested bool       // the peer's, as it last declared
-	served     bool       // anacrolix would serve the peer: it wrote Unchoke last
-	choked     bool       // the peer's state as the slots want it
-	toldChoked bool       // the peer's state as it was last told
-	closed     bool
+	mu          sync.Mutex // guards what follows
+	decided     bool       // this node's handshake went out: seed is final
+	seed        *seeding   // nil: not super-seeding
+	early       []byte     // the peer's announcements read before decided
+	peerHas     []bool     // the pieces the peer announced; nil: object not known
+	peerMissing int        // false entries in peerHas
+	interested  bool       // the peer's, as it last declared
+	served      bool       // anacrolix would serve the peer: it wrote Unchoke last
+	choked      bool       // the peer's state as the slots want it
+	toldChoked  bool       // the peer's state as it was last told
+	closed      bool
 }
 
 func newSwarmConn(c net.Conn, s *Swarm) *swarmConn {
@@ -127,11 +129,15 @@ func (c *swarmConn) readIn(m []byte) []byte {
 }
 
 // wantChanged records (in set, under mu) the peer's interest or whether
-// anacrolix would serve it, and tells the slots whether both hold.
+// anacrolix would serve it, and tells the slots whether both hold. A peer
+// with every piece never wants a slot, whatever it declares: anacrolix
+// does not always tell a peer it lost interest once it is complete, and
+// such peers held slots of later pushes (1 GB to 10 hosts after a 200 MB
+// push: 249 s instead of 116–138 s).
 func (c *swarmConn) wantChanged(set func()) {
 	c.mu.Lock()
 	set()
-	want := c.served && c.interested
+	want := c.served && c.interested && !c.peerSeedLocked()
 	c.mu.Unlock()
 	c.slots.want(c, want)
 }
