@@ -78,7 +78,7 @@ func startPieceWorker(e *swarmEntry, sums []byte, st *Staging) *pieceWorker {
 	if err != nil {
 		return nil
 	}
-	n := int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength)
+	n := e.pieces()
 	w := &pieceWorker{src: src, obj: e.obj, sums: sums, st: st, checked: make([]bool, n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), bad: make(chan struct{})}
 	if sums != nil {

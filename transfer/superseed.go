@@ -172,7 +172,7 @@ func (c *swarmConn) decide(hs []byte) {
 	defer c.mu.Unlock()
 	c.decided = true
 	if e := c.s.entryByInfoHash(ih); e != nil {
-		n := int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength)
+		n := e.pieces()
 		c.peerHas, c.peerMissing = make([]bool, n), n
 		if n > 0 && e.complete() && !e.fetched.Load() {
 			c.seed = &seeding{book: e.revealBook(), shown: make([]bool, n), start: rand.IntN(n)}

@@ -107,12 +107,15 @@ type swarmEntry struct {
 // revealBook returns the object's super-seeding book, made on first use.
 func (e *swarmEntry) revealBook() *revealBook {
 	e.bookOnce.Do(func() {
-		e.book = newRevealBook(int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength))
+		e.book = newRevealBook(e.pieces())
 	})
 	return e.book
 }
 
-func (e *swarmEntry) complete() bool      { return e.done.Load() }
+func (e *swarmEntry) complete() bool { return e.done.Load() }
+func (e *swarmEntry) pieces() int {
+	return int((e.obj.Size + e.obj.PieceLength - 1) / e.obj.PieceLength)
+}
 func (e *swarmEntry) partialPath() string { return filepath.Join(e.partial, "data") }
 
 // fetchCounts accumulates useful bytes per peer during a Fetch. It has its
