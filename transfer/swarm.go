@@ -69,8 +69,9 @@ type Swarm struct {
 	db     *bbolt.DB
 	up     *rate.Limiter
 	down   *rate.Limiter
-	slots  *uploadSlots // nil: unlimited
-	cc     string       // congestion control of swarm sockets, "" the system's
+	slots  *uploadSlots   // nil: unlimited
+	yield  *downloadYield // gives back slots when the download link is full; nil with slots off
+	cc     string         // congestion control of swarm sockets, "" the system's
 	logger *slog.Logger
 
 	bg     sync.WaitGroup // copies back into the store (copyBack)
@@ -149,6 +150,7 @@ func NewSwarm(cfg SwarmConfig) (*Swarm, error) {
 	}
 	if c.UploadSlots > 0 {
 		s.slots = newUploadSlots(c.UploadSlots)
+		s.yield = newDownloadYield()
 	}
 	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
 	s.cc = congestionFor(c.Congestion, c.Logger)
@@ -206,6 +208,7 @@ func (s *Swarm) closeSlots() {
 	if s.slots != nil {
 		s.slots.close()
 	}
+	s.yield.close()
 }
 
 func (s *Swarm) entryByInfoHash(ih metainfo.Hash) *swarmEntry {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // swarmConn is one connection of the Swarm's anacrolix client, seen on the
@@ -34,12 +36,22 @@ type swarmConn struct {
 	choked      bool       // the peer's state as the slots want it
 	toldChoked  bool       // the peer's state as it was last told
 	closed      bool
+
+	// Download yielding (yield.go).
+	rxBytes         atomic.Int64 // piece bytes read from the peer
+	peerChoking     bool         // the peer's choke, as it last said
+	localInterested bool         // anacrolix's interest, as it last wrote it
+	yielded         bool         // the peer was told this node is not interested
+	yieldedAt       time.Time    // guarded by downloadYield.mu
+	tellInterest    int8         // to write: 1 Interested, -1 NotInterested
 }
 
 func newSwarmConn(c net.Conn, s *Swarm) *swarmConn {
 	setCongestion(c, s.cc)
 	// A connection starts choked on both sides (BEP 3).
-	return &swarmConn{Conn: c, s: s, slots: s.slots, choked: true, toldChoked: true}
+	sc := &swarmConn{Conn: c, s: s, slots: s.slots, choked: true, toldChoked: true, peerChoking: true}
+	s.yield.add(sc)
+	return sc
 }
 
 // Write passes anacrolix's outgoing bytes on: its announcement rewritten
@@ -59,8 +71,16 @@ func (c *swarmConn) Write(p []byte) (int, error) {
 		collect:   c.collectOut,
 		message:   c.rewriteOut,
 		header: func(id byte, length int) {
-			if id == btMsgPiece && length > 9 {
+			switch {
+			case id == btMsgPiece && length > 9:
 				pieceBytes += int64(length - 9)
+			case id == btMsgInterested || id == btMsgUninterested:
+				// anacrolix speaks for itself: whatever yielding told
+				// the peer is superseded.
+				c.mu.Lock()
+				c.localInterested = id == btMsgInterested
+				c.yielded, c.tellInterest = false, 0
+				c.mu.Unlock()
 			}
 		},
 	})
@@ -103,9 +123,22 @@ func (c *swarmConn) rewriteOut(m []byte) []byte {
 func (c *swarmConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.in.broken {
-		c.in.feed(p[:n], wireEvents{collect: collectIn, message: c.readIn})
+		c.in.feed(p[:n], wireEvents{collect: collectIn, message: c.readIn, header: c.readHeader})
 	}
 	return n, err
+}
+
+// readHeader counts the piece bytes the peer sends and notes its chokes
+// (download yielding, yield.go).
+func (c *swarmConn) readHeader(id byte, length int) {
+	switch {
+	case id == btMsgPiece && length > 9:
+		c.rxBytes.Add(int64(length - 9))
+	case id == btMsgChoke || id == btMsgUnchoke:
+		c.mu.Lock()
+		c.peerChoking = id == btMsgChoke
+		c.mu.Unlock()
+	}
 }
 
 func collectIn(id byte) bool {
@@ -151,6 +184,7 @@ func (c *swarmConn) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	c.s.yield.remove(c)
 	if c.slots != nil {
 		c.slots.drop(c)
 	}
@@ -173,6 +207,14 @@ func (c *swarmConn) setChoked(choked bool) {
 func (c *swarmConn) appendPending(b []byte) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.tellInterest != 0 {
+		id := byte(btMsgInterested)
+		if c.tellInterest < 0 {
+			id = btMsgUninterested
+		}
+		b = append(b, 0, 0, 0, 1, id)
+		c.tellInterest = 0
+	}
 	if c.choked != c.toldChoked {
 		id := byte(btMsgUnchoke)
 		if c.choked {
