@@ -150,8 +150,20 @@ func TestFailLeaveAndEvents(t *testing.T) {
 		}
 		return true, ""
 	})
-	if events.has(EventLeave, "node3") || events.has(EventFail, "node2") {
-		t.Error("a crash was reported as a leave, or a leave as a failure")
+	if events.has(EventLeave, "node3") {
+		t.Error("a crash was reported as a leave")
+	}
+	// A leave whose intent arrives after memberlist's dead message is
+	// first seen as a failure and then corrected (memberTable.applyState):
+	// what counts is that the last word on node2 is a Leave.
+	var last EventType
+	for _, ev := range events.snapshot() {
+		if ev.Member.Name == "node2" && (ev.Type == EventFail || ev.Type == EventLeave) {
+			last = ev.Type
+		}
+	}
+	if last != EventLeave {
+		t.Errorf("the last failure/leave event about node2 is %v, want a leave", last)
 	}
 	n3, _ := first.Member("node3")
 	if n3.Since.IsZero() || time.Since(n3.Since) > 10*time.Second {
