@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // swarmConn is one connection of the Swarm's anacrolix client, seen on the
@@ -42,7 +41,6 @@ type swarmConn struct {
 	peerChoking     bool         // the peer's choke, as it last said
 	localInterested bool         // anacrolix's interest, as it last wrote it
 	yielded         bool         // the peer was told this node is not interested
-	yieldedAt       time.Time    // guarded by downloadYield.mu
 	tellInterest    int8         // to write: 1 Interested, -1 NotInterested
 }
 

@@ -43,16 +43,33 @@ type downloadYield struct {
 
 	mu     sync.Mutex
 	conns  map[*swarmConn]*connRx
-	recent []int64 // bytes received per tick, the last yieldWindow
-	peak   float64 // bytes/s
+	recent rxWindow // bytes received per tick
+	peak   float64  // bytes/s
 	peakAt time.Time
 	last   time.Time // a slot was last given back
 }
 
 // connRx is one connection's received piece bytes, per tick.
 type connRx struct {
-	seen   int64
-	recent []int64
+	seen      int64
+	recent    rxWindow
+	yieldedAt time.Time // when its slot was last given back
+}
+
+// rxWindow holds the bytes received in each of the last yieldWindow ticks.
+type rxWindow []int64
+
+// push adds one tick's bytes and returns the window's total.
+func (w *rxWindow) push(v int64) int64 {
+	*w = append(*w, v)
+	if len(*w) > yieldWindow {
+		*w = (*w)[1:]
+	}
+	var sum int64
+	for _, x := range *w {
+		sum += x
+	}
+	return sum
 }
 
 func newDownloadYield() *downloadYield {
@@ -111,24 +128,21 @@ func (y *downloadYield) tick(now time.Time) (*swarmConn, bool) {
 	var total int64
 	var slowest, oldest *swarmConn
 	var slowestRx int64
+	var oldestAt time.Time
 	serving := 0 // senders unchoking this node, not yielded
 	for c, r := range y.conns {
 		got := c.rxBytes.Load()
 		d := got - r.seen
 		r.seen = got
 		total += d
-		r.recent = appendWindow(r.recent, d)
-		var rx int64
-		for _, v := range r.recent {
-			rx += v
-		}
+		rx := r.recent.push(d)
 		c.mu.Lock()
 		yielded, active := c.yielded, !c.peerChoking && c.localInterested
 		c.mu.Unlock()
 		switch {
 		case yielded:
-			if oldest == nil || c.yieldedAt.Before(oldest.yieldedAt) {
-				oldest = c
+			if oldest == nil || r.yieldedAt.Before(oldestAt) {
+				oldest, oldestAt = c, r.yieldedAt
 			}
 		case active:
 			serving++
@@ -137,11 +151,7 @@ func (y *downloadYield) tick(now time.Time) (*swarmConn, bool) {
 			}
 		}
 	}
-	y.recent = appendWindow(y.recent, total)
-	var sum int64
-	for _, v := range y.recent {
-		sum += v
-	}
+	sum := y.recent.push(total)
 	rate := float64(sum) * float64(time.Second) / float64(yieldTick*time.Duration(len(y.recent)))
 	if rate > y.peak {
 		if rate > y.peak*1.05 {
@@ -153,21 +163,12 @@ func (y *downloadYield) tick(now time.Time) (*swarmConn, bool) {
 	case y.peak == 0:
 	case rate >= yieldFull*y.peak && serving >= yieldKeep && now.Sub(y.last) >= yieldGap && now.Sub(y.peakAt) >= yieldSettle:
 		y.last = now
-		slowest.yieldedAt = now
+		y.conns[slowest].yieldedAt = now
 		return slowest, true
 	case rate < yieldRoom*y.peak && oldest != nil:
 		return oldest, false
 	}
 	return nil, false
-}
-
-// appendWindow appends v to w, keeping the last yieldWindow values.
-func appendWindow(w []int64, v int64) []int64 {
-	w = append(w, v)
-	if len(w) > yieldWindow {
-		w = w[1:]
-	}
-	return w
 }
 
 // setYielded tells the peer this node is not interested (yield) or is
