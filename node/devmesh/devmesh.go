@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -442,9 +443,14 @@ func (c *Cluster) writeInfo() error {
 }
 
 // FreePorts finds n distinct ports free for TCP and UDP on loopback (gossip
-// uses both on one port). There is a window before the agent binds them;
-// for a dev mesh or a test on one machine that is acceptable.
+// uses both on one port). There is a window before the agent binds them,
+// so they are drawn from below the kernel's ephemeral range: a port the
+// kernel hands out for ":0" or to an outgoing connection could be taken by
+// any process in that window (a test run failed on "address already in
+// use" that way). A port another FreePorts caller drew can still collide;
+// drawing at random from some 20,000 ports makes that unlikely.
 func FreePorts(n int) ([]int, error) {
+	lo, hi := quietPortRange()
 	var ports []int
 	var hold []net.Listener
 	defer func() {
@@ -452,12 +458,22 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("finding a free port: none free in %d..%d after %d tries", lo, hi, tries)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port := 0 // the kernel's choice, when no quiet range exists
+		if hi > lo {
+			port = lo + mrand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			if port == 0 {
+				return nil, fmt.Errorf("finding a free port: %w", err)
+			}
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			l.Close()
@@ -468,6 +484,26 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// quietPortRange returns ports [lo, hi) that the kernel does not hand out
+// on its own: from 10000 to the start of net.ipv4.ip_local_port_range.
+// hi <= lo when there is no such range (then FreePorts takes ":0").
+func quietPortRange() (lo, hi int) {
+	lo = 10000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start-lo < 1000 {
+		return lo, 0
+	}
+	return lo, start
 }
 
 func randomHex(n int) (string, error) {
