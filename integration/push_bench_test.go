@@ -196,6 +196,10 @@ func BenchmarkPushNetns(b *testing.B) {
 	b.Run("prepare-10GB", func(b *testing.B) {
 		f := subFleet(base, b)
 		sparse := f.srvPath(0, "/srv/src/sparse-10g.bin")
+		// The other parts write /srv/src; this one may run alone.
+		if err := os.MkdirAll(filepath.Dir(sparse), 0o755); err != nil {
+			b.Fatal(err)
+		}
 		fh, err := os.Create(sparse)
 		if err != nil {
 			b.Fatal(err)
