@@ -28,7 +28,10 @@ const (
 	// 6 slots 27.2 s, 8 slots 27.5 s; unlimited (anacrolix's way) 31.5 s.
 	DefaultUploadSlots = 6
 	// slotBytes is what a peer is sent before its slot passes on: one
-	// piece of the smallest length herd makes.
+	// piece of the smallest length herd makes. A slot measured in time
+	// instead splits pieces between holders early in a push, when whole
+	// pieces are what lets peers pass them on: 1 / 1.5 / 2 s slots took
+	// 27.1 / 27.0 / 27.7 s where slots of 4 MiB took 25.2-26.1 s.
 	slotBytes = pieceLenSmall
 	// slotIdle is how long a peer may hold a slot without being sent
 	// anything. Shorter than a round trip under load, and slots pass
