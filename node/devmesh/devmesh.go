@@ -448,7 +448,7 @@ func (c *Cluster) writeInfo() error {
 // kernel hands out for ":0" or to an outgoing connection could be taken by
 // any process in that window (a test run failed on "address already in
 // use" that way). A port another FreePorts caller drew can still collide;
-// drawing at random from some 20,000 ports makes that unlikely.
+// drawing at random from some 22,000 ports makes that unlikely.
 func FreePorts(n int) ([]int, error) {
 	lo, hi := quietPortRange()
 	var ports []int
