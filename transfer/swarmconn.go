@@ -69,10 +69,8 @@ func (c *swarmConn) Write(p []byte) (int, error) {
 		collect:   c.collectOut,
 		message:   c.rewriteOut,
 		header: func(id byte, length int) {
-			switch {
-			case id == btMsgPiece && length > 9:
-				pieceBytes += int64(length - 9)
-			case id == btMsgInterested || id == btMsgUninterested:
+			pieceBytes += btPieceData(id, length)
+			if id == btMsgInterested || id == btMsgUninterested {
 				// anacrolix speaks for itself: whatever yielding told
 				// the peer is superseded.
 				c.mu.Lock()
@@ -129,10 +127,10 @@ func (c *swarmConn) Read(p []byte) (int, error) {
 // readHeader counts the piece bytes the peer sends and notes its chokes
 // (download yielding, yield.go).
 func (c *swarmConn) readHeader(id byte, length int) {
-	switch {
-	case id == btMsgPiece && length > 9:
-		c.rxBytes.Add(int64(length - 9))
-	case id == btMsgChoke || id == btMsgUnchoke:
+	if n := btPieceData(id, length); n > 0 {
+		c.rxBytes.Add(n)
+	}
+	if id == btMsgChoke || id == btMsgUnchoke {
 		c.mu.Lock()
 		c.peerChoking = id == btMsgChoke
 		c.mu.Unlock()

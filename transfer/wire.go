@@ -30,6 +30,16 @@ const (
 
 var btProtocol = []byte("\x13BitTorrent protocol")
 
+// btPieceData returns how many bytes of piece data a message with this id
+// and length (id included) carries: a Piece message's length less its id,
+// index and offset; 0 for any other message.
+func btPieceData(id byte, length int) int64 {
+	if id != btMsgPiece || length <= 9 {
+		return 0
+	}
+	return int64(length - 9)
+}
+
 // wireCursor follows one direction of a BitTorrent connection: the
 // handshake, then length-prefixed messages. Messages that its owner wants
 // to read are collected whole; the rest pass in pieces.
