@@ -242,16 +242,39 @@ func congestionFor(name string, logger *slog.Logger) string {
 	return name
 }
 
-// setCongestion sets a swarm socket's congestion control. Failing (an
-// algorithm not allowed to this process, say) leaves the system's.
-func setCongestion(c net.Conn, name string) {
+// swarmNotSentLowat bounds the bytes a swarm socket holds that TCP has not
+// sent yet (TCP_NOTSENT_LOWAT). Without it the kernel's send buffer may grow
+// to megabytes on every connection, so a chunk anacrolix has written is
+// already queued for seconds behind others on a 100 Mbit link: the peer,
+// tired of waiting, asks another node for it (request stealing), and the
+// cancel comes too late to stop the first copy. Kept in the writer instead,
+// a cancelled chunk is never sent. One chunk (swarmChunkSize) keeps the
+// link busy between two writes without waking the writer for every few
+// segments on a fast link.
+//
+// Measured, 200 MB to 20 hosts on 100 Mbit links, runs alternating in the
+// same hour: without it 25.9, 25.9, 26.1 s, 1.5-1.7 copies of the file
+// received twice; with 64 KiB 24.5, 25.2, 25.8 s, 0.7-0.9 copies (16 KiB
+// did as well). On loopback, where CPU is the limit (BenchmarkSwarm), it
+// costs nothing: 572 against 567 MB/s delivered, mean of 3 runs each.
+const swarmNotSentLowat = swarmChunkSize
+
+// tuneSocket sets a swarm socket's congestion control (name, "" to keep
+// the system's) and its unsent-bytes bound. Failing (an algorithm not
+// allowed to this process, say) leaves the system's.
+func tuneSocket(c net.Conn, name string) {
 	tc, ok := c.(*net.TCPConn)
-	if !ok || name == "" {
+	if !ok {
 		return
 	}
-	if rc, err := tc.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
-		})
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
 	}
+	rc.Control(func(fd uintptr) {
+		if name != "" {
+			unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
+		}
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, swarmNotSentLowat)
+	})
 }

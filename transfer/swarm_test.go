@@ -446,7 +446,7 @@ func rewriteRecord(t testing.TB, st *Store, obj Object, mi *metainfo.MetaInfo) {
 
 // Swarm sockets get the configured congestion control; "system" and an
 // algorithm the kernel lacks leave the kernel's; a malformed name is an
-// error.
+// error. Every swarm socket bounds its unsent bytes (swarmNotSentLowat).
 func TestSwarmCongestion(t *testing.T) {
 	for _, name := range []string{"cubic", "bbr", "reno", "system"} {
 		if !ValidCongestion(name) {
@@ -493,8 +493,15 @@ func TestSwarmCongestion(t *testing.T) {
 	defer sc.Close()
 	rc, _ := conn.(*net.TCPConn).SyscallConn()
 	var got string
-	rc.Control(func(fd uintptr) { got, _ = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) })
+	var lowat int
+	rc.Control(func(fd uintptr) {
+		got, _ = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		lowat, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+	})
 	if strings.TrimRight(got, "\x00") != "cubic" {
 		t.Fatalf("swarm socket congestion control %q, want cubic", got)
+	}
+	if lowat != swarmNotSentLowat {
+		t.Fatalf("swarm socket TCP_NOTSENT_LOWAT %d, want %d", lowat, swarmNotSentLowat)
 	}
 }

@@ -45,7 +45,7 @@ type swarmConn struct {
 }
 
 func newSwarmConn(c net.Conn, s *Swarm) *swarmConn {
-	setCongestion(c, s.cc)
+	tuneSocket(c, s.cc)
 	// A connection starts choked on both sides (BEP 3).
 	sc := &swarmConn{Conn: c, s: s, slots: s.slots, choked: true, toldChoked: true, peerChoking: true}
 	s.yield.add(sc)
