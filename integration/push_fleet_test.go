@@ -424,6 +424,16 @@ func TestPushFleet(t *testing.T) {
 		// seeds the corrupt object.
 		const bad = 5
 		obj := f.srvPath(bad, "/srv/herd/content/objects/"+resumeFile.SHA256[:2]+"/"+resumeFile.SHA256)
+		// A host reports success once DEST is installed; its copy into
+		// the store finishes in the background, the record last.
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := cluster.WaitFor(sctx, 50*time.Millisecond, func() error {
+			_, err := os.Stat(obj + ".json")
+			return err
+		}); err != nil {
+			t.Fatalf("host %d never stored the object: %v", bad, err)
+		}
 		if err := os.Chmod(obj, 0o644); err != nil {
 			t.Fatal(err)
 		}
