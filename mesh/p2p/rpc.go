@@ -323,14 +323,19 @@ func (h *Host) callLocal(ctx context.Context, proto protocol.ID, req []byte) ([]
 }
 
 // streamErr classifies a dial or stream error. The context decides first:
-// when it is done, that is the cause whatever libp2p reported.
+// when it is done, that is the cause whatever libp2p reported. So does its
+// deadline once passed, before the context's timer has fired: the handler
+// got the same budget, and its side may reset the stream at the deadline
+// a moment before this side's timer runs.
 func streamErr(ctx context.Context, err error, format string, args ...any) *Error {
 	what := fmt.Sprintf(format, args...)
 	var notSupported msmux.ErrNotSupported[protocol.ID]
+	deadline, ok := ctx.Deadline()
+	expired := ok && !time.Now().Before(deadline)
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		return &Error{Code: CodeUnavailable, Message: what + ": " + context.Canceled.Error(), cause: context.Canceled}
-	case ctx.Err() != nil || isTimeout(err):
+	case ctx.Err() != nil || expired || isTimeout(err):
 		return &Error{Code: CodeTimeout, Message: what + ": " + err.Error(), cause: context.DeadlineExceeded}
 	case errors.As(err, &notSupported):
 		return wrapErr(CodeNotFound, err, "%s: peer does not serve the protocol", what)
