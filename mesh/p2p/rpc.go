@@ -37,6 +37,10 @@ type Handler func(ctx context.Context, from peer.ID, req []byte) ([]byte, error)
 // otherwise wait for a window that never opens.
 const syncWriteMax = 192 << 10
 
+// replyGrace is how long a reply may take to write once the handler
+// returned, when the caller's budget is already (nearly) spent.
+const replyGrace = time.Second
+
 // Handle serves proto with fn, replacing any earlier handler for proto.
 // Inbound requests are admitted only while Allow(from) holds, and bounded
 // by MaxMessageSize both ways.
@@ -103,6 +107,13 @@ func (h *Host) serve(s network.Stream, fn Handler) {
 	ctx, cancel := context.WithDeadline(h.ctx, deadline)
 	resp, herr := h.invoke(ctx, proto, fn, from, body)
 	cancel()
+	// A handler that used the whole budget still tells the caller why (a
+	// timeout), rather than leaving it a stream reset at the deadline: the
+	// caller's own timer may not have fired yet, since this side's budget
+	// was counted from the moment the stream opened.
+	if late := time.Now().Add(replyGrace); late.After(deadline) {
+		_ = s.SetWriteDeadline(late)
+	}
 
 	if herr != nil {
 		code, msg := toWire(herr)
