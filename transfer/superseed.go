@@ -56,11 +56,17 @@ type revealBook struct {
 	shownAt []time.Time         // when each piece was first shown
 	missing int                 // pieces nobody has
 	waiters map[*swarmConn]bool // found nothing to show while pieces were on their way
+	// recheck holds, per waiter, the timer that wakes it when the piece it
+	// waits on has been on its way for grace (see pick).
+	recheck map[*swarmConn]*time.Timer
+	grace   time.Duration      // inFlightGrace; shorter in tests
+	wake    func(c *swarmConn) // (*swarmConn).topUp; a probe in tests
 }
 
 func newRevealBook(pieces int) *revealBook {
 	return &revealBook{copies: make([]int32, pieces), had: make([]int32, pieces), shownAt: make([]time.Time, pieces),
-		missing: pieces, waiters: map[*swarmConn]bool{}}
+		missing: pieces, waiters: map[*swarmConn]bool{}, recheck: map[*swarmConn]*time.Timer{},
+		grace: inFlightGrace, wake: (*swarmConn).topUp}
 }
 
 // pick returns the piece to show c's peer, which neither has nor has been
@@ -71,7 +77,10 @@ func newRevealBook(pieces int) *revealBook {
 // their only peer: showing those to a second peer would split the
 // seeder's upload between two copies of one piece. c is then woken (see
 // add) when the last of them arrives. A piece still not had inFlightGrace
-// after it was shown may be shown again: its peer may be slow or gone. The
+// after it was shown may be shown again: its peer may be slow or gone. So
+// c is also woken when the piece it waits on has been on its way that
+// long: without that, a peer stuck on the last pieces nobody has would
+// leave every other peer waiting for as long as its connection lived. The
 // piece's count is raised: it is on its way.
 func (b *revealBook) pick(c *swarmConn, has, shown []bool, start int) int {
 	b.mu.Lock()
@@ -97,8 +106,11 @@ func (b *revealBook) pick(c *swarmConn, has, shown []bool, start int) int {
 		}
 	}
 	if best >= 0 && b.copies[best] > 0 && b.missing > 0 &&
-		(b.had[best] > 0 || time.Since(b.shownAt[best]) < inFlightGrace) {
+		(b.had[best] > 0 || time.Since(b.shownAt[best]) < b.grace) {
 		b.waiters[c] = true
+		if b.had[best] == 0 {
+			b.recheckLocked(c, time.Until(b.shownAt[best].Add(b.grace)))
+		}
 		return -1
 	}
 	if best >= 0 {
@@ -108,6 +120,23 @@ func (b *revealBook) pick(c *swarmConn, has, shown []bool, start int) int {
 		b.copies[best]++
 	}
 	return best
+}
+
+// recheckLocked wakes waiter c after d, unless a wake is already due.
+func (b *revealBook) recheckLocked(c *swarmConn, d time.Duration) {
+	if c == nil || b.recheck[c] != nil {
+		return
+	}
+	b.recheck[c] = time.AfterFunc(max(d, 0), func() {
+		b.mu.Lock()
+		delete(b.recheck, c)
+		waiting := b.waiters[c]
+		delete(b.waiters, c)
+		b.mu.Unlock()
+		if waiting {
+			b.wake(c)
+		}
+	})
 }
 
 // inFlightGrace is how long a piece shown to one peer has to arrive before
@@ -133,12 +162,13 @@ func (b *revealBook) add(i int, d, had int32) {
 	if b.missing == 0 && len(b.waiters) > 0 {
 		for c := range b.waiters {
 			wake = append(wake, c)
+			b.stopRecheckLocked(c)
 		}
 		clear(b.waiters)
 	}
 	b.mu.Unlock()
 	for _, c := range wake {
-		go c.topUp()
+		go b.wake(c)
 	}
 }
 
@@ -146,7 +176,15 @@ func (b *revealBook) add(i int, d, had int32) {
 func (b *revealBook) forget(c *swarmConn) {
 	b.mu.Lock()
 	delete(b.waiters, c)
+	b.stopRecheckLocked(c)
 	b.mu.Unlock()
+}
+
+func (b *revealBook) stopRecheckLocked(c *swarmConn) {
+	if t := b.recheck[c]; t != nil {
+		t.Stop()
+		delete(b.recheck, c)
+	}
 }
 
 // seeding is a swarmConn's super-seeding state, set when the handshake

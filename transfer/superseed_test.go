@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 func btHandshake(ih byte) []byte {
@@ -139,6 +140,48 @@ func TestRevealBookShowsNothingTwiceUntilAllAreOut(t *testing.T) {
 	b.add(1, 1, 1) // piece 1 now has two copies
 	if i := b.pick(d, none, none, 0); i != 0 {
 		t.Fatalf("pick %d after every piece is out, want 0 (fewest copies)", i)
+	}
+}
+
+// A peer waiting on a piece that went to another peer and never arrived
+// is woken once the piece has been on its way for the grace, and is shown
+// it: a stuck peer does not hold up the rest.
+func TestRevealBookRechecksStuckPieces(t *testing.T) {
+	b := newRevealBook(2)
+	b.grace = 50 * time.Millisecond
+	woke := make(chan *swarmConn, 4)
+	b.wake = func(c *swarmConn) { woke <- c }
+	none := make([]bool, 2)
+	stuck, other, d, gone := &swarmConn{}, &swarmConn{}, &swarmConn{}, &swarmConn{}
+	if i := b.pick(stuck, none, none, 0); i != 0 {
+		t.Fatalf("stuck peer shown %d, want 0", i)
+	}
+	if i := b.pick(other, none, none, 0); i != 1 {
+		t.Fatalf("other peer shown %d, want 1", i)
+	}
+	b.add(1, 0, 1) // piece 1 arrived; piece 0 never will
+	if i := b.pick(d, none, none, 0); i != -1 {
+		t.Fatalf("pick %d while piece 0 is on its way, want none", i)
+	}
+	if i := b.pick(gone, none, none, 0); i != -1 {
+		t.Fatalf("pick %d while piece 0 is on its way, want none", i)
+	}
+	b.forget(gone) // its connection closed: no wake
+	select {
+	case c := <-woke:
+		if c != d {
+			t.Fatalf("woke %p, want the waiting peer %p", c, d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting peer was never woken")
+	}
+	if i := b.pick(d, none, none, 0); i != 0 {
+		t.Fatalf("after the grace the waiting peer was shown %d, want the stuck piece 0", i)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.recheck) != 0 || len(b.waiters) != 0 {
+		t.Fatalf("left %d rechecks, %d waiters", len(b.recheck), len(b.waiters))
 	}
 }
 

@@ -165,8 +165,21 @@ func (s *Swarm) clientConfig(c SwarmConfig, ap netip.AddrPort) *torrent.ClientCo
 	cc.DialRateLimiter = rate.NewLimiter(100, 50)
 	cc.NominalDialTimeout = 10 * time.Second
 	cc.MinDialTimeout = 3 * time.Second
-	// MSE/RC4 obfuscation is not security and costs CPU: off.
-	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{}
+	// Plain BitTorrent only, both ways. MSE/RC4 obfuscation is not
+	// security and costs CPU; worse, anacrolix retries a failed plain
+	// handshake obfuscated unless plain is required, and an obfuscated
+	// stream is opaque to swarmConn: super-seeding, upload slots and
+	// download yielding silently stop on it. Such retries happened at the
+	// start of pushes (a peer that had not yet loaded the object turned
+	// the first attempt away).
+	cc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: true}
+	// anacrolix counts a failed incoming handshake (a peer that gave up
+	// mid-handshake, one asking for an object not loaded yet) against the
+	// sender's whole /24, and then refuses every incoming connection from
+	// it until a timer clears the count, up to 15 minutes later. In a
+	// datacenter a /24 is a rack of peers that the control group handed
+	// out itself: a node would be cut off from all of them at once.
+	cc.DisableAcceptRateLimiting = true
 	cc.Slogger = c.Logger
 	// Outgoing connections come from the listen address (see boundDialer).
 	cc.DialForPeerConns = false

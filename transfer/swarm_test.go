@@ -505,3 +505,44 @@ func TestSwarmCongestion(t *testing.T) {
 		t.Fatalf("swarm socket TCP_NOTSENT_LOWAT %d, want %d", lowat, swarmNotSentLowat)
 	}
 }
+
+// TestSwarmAcceptsAfterBadHandshakes: connections that fail their
+// handshake (one for an object the node has not loaded, one that is not
+// plain BitTorrent) do not make the node refuse the next peers from the
+// same /24. anacrolix would refuse them for up to 15 minutes.
+func TestSwarmAcceptsAfterBadHandshakes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	data := randomBytes(8<<20, 14)
+	seeder, obj := seeded(t, "127.0.9.1", data, nil)
+	mi, err := seeder.store.MetaInfo(obj.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := make([]byte, 0, btHandshakeLen)
+	unknown = append(unknown, 19)
+	unknown = append(unknown, "BitTorrent protocol"...)
+	unknown = append(unknown, make([]byte, 8)...)
+	unknown = append(unknown, bytes.Repeat([]byte{0xab}, 20)...) // no such info hash
+	unknown = append(unknown, bytes.Repeat([]byte{'x'}, 20)...)
+	obfuscated := randomBytes(btHandshakeLen, 15) // what an MSE handshake looks like
+	for i, hs := range [][]byte{unknown, obfuscated} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 9, byte(2+i))}}
+		c, err := d.Dial("tcp", seeder.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(hs)
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(io.Discard, c) // until the seeder hangs up: it has judged the handshake
+		c.Close()
+	}
+	leecher := newTestSwarm(t, newStore(t), "127.0.9.9", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := leecher.Fetch(ctx, obj, mi, []Peer{{Addr: seeder.Addr(), Name: "seeder"}}, nil); err != nil {
+		t.Fatalf("fetch from a seeder that saw bad handshakes from the same /24: %v", err)
+	}
+	fileEquals(t, leecher.store.Path(obj.SHA256), data)
+}
