@@ -440,6 +440,12 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	} else if ok {
 		return FetchStats{Duration: time.Since(start), FromPeer: map[string]int64{}}, s.Seed(obj)
 	}
+	// anacrolix opens the storage inside AddTorrentOpt and drops an error
+	// there (the torrent then never gets its info): the partial file is
+	// made, and its space reserved, first.
+	if err := reservePartial(filepath.Join(s.store.partialDir(), obj.SHA256, "data"), obj.Size); err != nil {
+		return FetchStats{}, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, err)
+	}
 	e, err := s.add(obj, mi, false)
 	if err != nil {
 		return FetchStats{}, err
@@ -471,6 +477,16 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		return stats(), s.awaitStored(ctx, e)
 	}
 	t := e.t
+	// A chunk that cannot be written (a disk filled by something else, an
+	// I/O error) ends the fetch with that error; anacrolix would otherwise
+	// stop downloading and leave it waiting forever.
+	writeFailed := make(chan error, 1)
+	t.SetOnWriteChunkError(func(err error) {
+		select {
+		case writeFailed <- err:
+		default:
+		}
+	})
 	resumed = verifiedBytes(t, obj)
 	// On DEST's filesystem the finished file is moved into place (finish);
 	// elsewhere each piece is copied there as it verifies. Each piece is
@@ -507,6 +523,13 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 			return st, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, ctx.Err())
 		case <-t.Closed():
 			return stats(), fmt.Errorf("transfer: fetch %s: dropped", obj.SHA256)
+		case err := <-writeFailed:
+			st := stats()
+			s.forget(e) // verified pieces stay for a later fetch
+			if kind := classify(err); kind != nil {
+				err = withKind(kind, err, "%v", err)
+			}
+			return st, fmt.Errorf("transfer: fetch %s: write the partial download: %w", obj.SHA256, err)
 		case <-work.failed():
 			_, err := work.stop(e)
 			s.discard(e) // the pieces' two hashes disagree: start over

@@ -14,6 +14,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // swarmStorage is the anacrolix storage adapter: every torrent in the
@@ -65,6 +66,39 @@ func openPartial(path string, size int64) (*os.File, error) {
 		}
 	}
 	return f, nil
+}
+
+// reservePartial creates (or, resuming, reopens) the partial download of
+// an object of size bytes at path and allocates its blocks up front, so
+// that a disk too small for it fails the fetch at once with ErrNoSpace
+// instead of part-way through. Filesystems that cannot preallocate keep a
+// sparse file.
+func reservePartial(path string, size int64) error {
+	f, err := openPartial(path, size)
+	if err != nil {
+		if kind := classify(err); kind != nil {
+			return withKind(kind, err, "partial download %s: %v", path, err)
+		}
+		return fmt.Errorf("partial download %s: %w", path, err)
+	}
+	defer f.Close()
+	if size == 0 {
+		return nil
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	switch {
+	case err == nil, errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		return nil
+	case classify(err) == ErrNoSpace:
+		free := "unknown"
+		if n, ok := freeBytes(filepath.Dir(path)); ok {
+			free = humanBytes(n)
+		}
+		return withKind(ErrNoSpace, err, "no space left on device for the partial download %s (needs %s, %s free)",
+			path, humanBytes(size), free)
+	default:
+		return fmt.Errorf("partial download %s: preallocate: %w", path, err)
+	}
 }
 
 // fileTorrent is one open object. The file handle stays valid when the

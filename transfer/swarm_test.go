@@ -546,3 +546,41 @@ func TestSwarmAcceptsAfterBadHandshakes(t *testing.T) {
 	}
 	fileEquals(t, leecher.store.Path(obj.SHA256), data)
 }
+
+// TestSwarmFetchNoSpace: a node whose disk cannot hold the object fails
+// the fetch at once with ErrNoSpace, naming what it needed, instead of
+// downloading until the disk fills and then waiting forever.
+func TestSwarmFetchNoSpace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("swarm test")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs for the store")
+	}
+	data := randomBytes(16<<20, 16)
+	seeder, obj := seeded(t, "127.0.10.1", data, nil)
+	mi, err := seeder.store.MetaInfo(obj.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	st, err := OpenStore(filepath.Join(dir, "content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leecher := newTestSwarm(t, st, "127.0.10.2", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = leecher.Fetch(ctx, obj, mi, []Peer{{Addr: seeder.Addr(), Name: "seeder"}}, nil)
+	if !errors.Is(err, ErrNoSpace) || ctx.Err() != nil {
+		t.Fatalf("fetch onto a full disk: %v (deadline: %v), want ErrNoSpace at once", err, ctx.Err())
+	}
+	if !strings.Contains(err.Error(), "needs 17 MB") {
+		t.Errorf("the error does not say what was needed: %v", err)
+	}
+	t.Logf("error: %v", err)
+}
