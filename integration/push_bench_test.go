@@ -60,18 +60,25 @@ func BenchmarkPushNetns(b *testing.B) {
 		bigHosts = 10
 		prepSize = 10 << 30
 	)
-	base := startFleet(b, fleetOptions{hosts: targets + 1, idcs: 1, rateMbit: rateMbit})
-	f := pushFleet{base}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	if err := f.waitConverged(ctx, nil); err != nil {
-		b.Fatal(err)
+	// pushTargets starts a fleet of an origin (host 0) and n targets, on
+	// links of rateMbit, and returns it with the targets' names once it
+	// has converged and elected its leader.
+	pushTargets := func(b *testing.B, n int) (*fleet, []string) {
+		fl := startFleet(b, fleetOptions{hosts: n + 1, idcs: 1, rateMbit: rateMbit})
+		f := pushFleet{fl}
+		if err := f.waitConverged(ctx, nil); err != nil {
+			b.Fatal(err)
+		}
+		f.waitLeader(ctx, 0)
+		var names []string
+		for i := 1; i <= n; i++ {
+			names = append(names, f.name(i))
+		}
+		return fl, names
 	}
-	f.waitLeader(ctx, 0)
-	var names []string
-	for i := 1; i <= targets; i++ {
-		names = append(names, f.name(i))
-	}
+	base, names := pushTargets(b, targets)
 	link := float64(rateMbit) * 1e6
 	var rows []pushBenchRow
 
@@ -124,6 +131,14 @@ func BenchmarkPushNetns(b *testing.B) {
 		return row
 	}
 
+	// gigPush pushes 1 GB to hosts of fl and reports it against the bound.
+	gigPush := func(b *testing.B, fl *fleet, name string, hosts []string) {
+		gig := herdPush(b, fl, name, "gig.bin", bigSize, hosts, false)
+		b.ReportMetric(gig.measured.Seconds(), "s")
+		b.ReportMetric(gig.measured.Seconds()/fluidBound(bigSize, len(hosts), link, link).Seconds(), "x-bound")
+		rows = append(rows, gig)
+	}
+
 	// 1 GB to 10 hosts on a fleet of its own that has never held an
 	// object. The swarm-1GB run below follows pushes whose objects every
 	// host still seeds, which hides what only a fresh fleet does: nodes
@@ -134,20 +149,8 @@ func BenchmarkPushNetns(b *testing.B) {
 	// comes next: it is bound by the origin's link alone, while the disk
 	// frees those 22 GB.
 	b.Run("swarm-1GB-fresh", func(b *testing.B) {
-		fresh := startFleet(b, fleetOptions{hosts: bigHosts + 1, idcs: 1, rateMbit: rateMbit})
-		ff := pushFleet{fresh}
-		if err := ff.waitConverged(ctx, nil); err != nil {
-			b.Fatal(err)
-		}
-		ff.waitLeader(ctx, 0)
-		var hosts []string
-		for i := 1; i <= bigHosts; i++ {
-			hosts = append(hosts, ff.name(i))
-		}
-		gig := herdPush(b, fresh, "herd swarm, 1 GB, fresh fleet", "gig.bin", bigSize, hosts, false)
-		b.ReportMetric(gig.measured.Seconds(), "s")
-		b.ReportMetric(gig.measured.Seconds()/fluidBound(bigSize, bigHosts, link, link).Seconds(), "x-bound")
-		rows = append(rows, gig)
+		fresh, hosts := pushTargets(b, bigHosts)
+		gigPush(b, fresh, "herd swarm, 1 GB, fresh fleet", hosts)
 	})
 	var swarm, noSwarm, scp pushBenchRow
 	b.Run("no-swarm-200MB", func(b *testing.B) {
@@ -248,10 +251,7 @@ func BenchmarkPushNetns(b *testing.B) {
 	})
 
 	b.Run("swarm-1GB", func(b *testing.B) {
-		gig := herdPush(b, base, "herd swarm, 1 GB", "gig.bin", bigSize, names[:bigHosts], false)
-		b.ReportMetric(gig.measured.Seconds(), "s")
-		b.ReportMetric(gig.measured.Seconds()/fluidBound(bigSize, bigHosts, link, link).Seconds(), "x-bound")
-		rows = append(rows, gig)
+		gigPush(b, base, "herd swarm, 1 GB", names[:bigHosts])
 	})
 	fmt.Printf("\nfile push over %d Mbit links (every host's, the origin's too); fluid bound max(S/Us, N·S/(Us+N·U)); "+
 		"targets: swarm <= 1.5x bound, >= 10x faster than central push; load = 1-min load average after the transfer (2 cores)\n", rateMbit)

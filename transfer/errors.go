@@ -47,6 +47,15 @@ func classify(err error) error {
 	return nil
 }
 
+// kinded returns err so that errors.Is also matches the sentinel classify
+// gives it, if any.
+func kinded(err error) error {
+	if kind := classify(err); kind != nil {
+		return withKind(kind, err, "%v", err)
+	}
+	return err
+}
+
 // kindError carries a sentinel kind next to the underlying cause, so that
 // errors.Is matches both (ErrNoSpace and syscall.ENOSPC).
 type kindError struct {

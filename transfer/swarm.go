@@ -257,6 +257,16 @@ func (s *Swarm) add(obj Object, mi *metainfo.MetaInfo, complete bool) (*swarmEnt
 	if err != nil {
 		return nil, fmt.Errorf("transfer: %s: %w", obj.SHA256, err)
 	}
+	e := &swarmEntry{obj: obj, ih: ih, sums: sums, partial: filepath.Join(s.store.partialDir(), obj.SHA256)}
+	e.done.Store(complete)
+	// anacrolix opens the storage inside AddTorrentOpt and drops an error
+	// there (the torrent then never gets its info): a download's partial
+	// file is made, and its space reserved, first.
+	if !complete {
+		if err := reservePartial(e.partialPath(), obj.Size); err != nil {
+			return nil, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, err)
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -266,8 +276,6 @@ func (s *Swarm) add(obj Object, mi *metainfo.MetaInfo, complete bool) (*swarmEnt
 		s.mu.Unlock()
 		return e, nil
 	}
-	e := &swarmEntry{obj: obj, ih: ih, sums: sums, partial: filepath.Join(s.store.partialDir(), obj.SHA256)}
-	e.done.Store(complete)
 	s.bySHA[obj.SHA256] = e
 	s.byIH[ih] = e
 	s.mu.Unlock()
@@ -440,12 +448,6 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 	} else if ok {
 		return FetchStats{Duration: time.Since(start), FromPeer: map[string]int64{}}, s.Seed(obj)
 	}
-	// anacrolix opens the storage inside AddTorrentOpt and drops an error
-	// there (the torrent then never gets its info): the partial file is
-	// made, and its space reserved, first.
-	if err := reservePartial(filepath.Join(s.store.partialDir(), obj.SHA256, "data"), obj.Size); err != nil {
-		return FetchStats{}, fmt.Errorf("transfer: fetch %s: %w", obj.SHA256, err)
-	}
 	e, err := s.add(obj, mi, false)
 	if err != nil {
 		return FetchStats{}, err
@@ -526,10 +528,7 @@ func (s *Swarm) Fetch(ctx context.Context, obj Object, mi *metainfo.MetaInfo, pe
 		case err := <-writeFailed:
 			st := stats()
 			s.forget(e) // verified pieces stay for a later fetch
-			if kind := classify(err); kind != nil {
-				err = withKind(kind, err, "%v", err)
-			}
-			return st, fmt.Errorf("transfer: fetch %s: write the partial download: %w", obj.SHA256, err)
+			return st, fmt.Errorf("transfer: fetch %s: write the partial download: %w", obj.SHA256, kinded(err))
 		case <-work.failed():
 			_, err := work.stop(e)
 			s.discard(e) // the pieces' two hashes disagree: start over

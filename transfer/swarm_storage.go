@@ -76,10 +76,7 @@ func openPartial(path string, size int64) (*os.File, error) {
 func reservePartial(path string, size int64) error {
 	f, err := openPartial(path, size)
 	if err != nil {
-		if kind := classify(err); kind != nil {
-			return withKind(kind, err, "partial download %s: %v", path, err)
-		}
-		return fmt.Errorf("partial download %s: %w", path, err)
+		return fmt.Errorf("partial download %s: %w", path, kinded(err))
 	}
 	defer f.Close()
 	if size == 0 {
